@@ -1,0 +1,30 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv and install the pinned
+# CPU build of torch from local disk (torch==2.13.0), then the project in editable mode.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nanprobe demo
+
+test: $(STAMP)
+	$(PY) -m ruff check nanprobe ur4rec tests benchmarks examples
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) benchmarks/overhead.py --json benchmarks/results/overhead.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

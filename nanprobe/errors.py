@@ -1,0 +1,23 @@
+"""nanprobe's exception classes. The diagnosis goes in the message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["InputError", "NanprobeError", "NonFiniteError"]
+
+
+class NanprobeError(Exception):
+    """Base class of every error nanprobe raises on purpose."""
+
+
+class InputError(NanprobeError, ValueError):
+    """The user's input (file, flag, batch, config) is wrong. The CLI maps it to exit status 2."""
+
+
+class NonFiniteError(NanprobeError, FloatingPointError):
+    """A NaN/Inf reached an output. ``diagnosis`` holds the evidence when one was made."""
+
+    def __init__(self, message: str, diagnosis: Any | None = None) -> None:
+        super().__init__(message)
+        self.diagnosis = diagnosis
