@@ -1,0 +1,124 @@
+"""``nanprobe replay BUNDLE``: rebuild the model and the failing batch from a bundle and diagnose again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from nanprobe.cli.context import CLIContext
+from nanprobe.errors import InputError, NanprobeError
+
+HELP = """\
+Re-run the diagnosis of a post-mortem bundle from the bundle alone.
+
+Rebuilds the model (model.pt, or the checkpoint the bundle refers to), loads the failing batch and the RNG
+state captured just before the failing call, and diagnoses that batch again in the mode it failed in. Says
+whether the origin is the one the bundle recorded."""
+
+EPILOG = """\
+exit status:
+  0  clean: the replay did not reproduce a non-finite value
+  1  it did, and the diagnosis was printed
+  2  BUNDLE is missing or incomplete, or the model cannot be rebuilt (one line on stderr)
+
+examples:
+  nanprobe replay nan-bundles/sasrec-step40123
+  nanprobe replay nan-bundles/net-step7 --trust-pickle --json replay.json"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", metavar="BUNDLE", help="a bundle directory (<out_dir>/<run>-step<k>)")
+    parser.add_argument("--json", metavar="FILE", help="write the replayed diagnosis (the contract's JSON)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a pickled model/batch (a bundle saved without a factory); runs code from it")
+    parser.add_argument("--model", metavar="MODULE:CALLABLE", help="builds the model (overrides the recorded factory)")
+    parser.add_argument("--device", metavar="DEVICE", default="cpu", help="where to run (default: cpu)")
+
+
+def load_model(bundle: Any, *, model_spec: str | None, trust_pickle: bool, device: Any) -> Any:
+    from nanprobe.loading import load_checkpoint
+
+    info = bundle.model_info
+    kind = info.get("kind")
+    if kind == "none":
+        raise InputError(f"bundle {str(bundle.path)!r} holds no model (saved with save_model='none'); "
+                         "use nanprobe trace CHECKPOINT --batches <bundle>/batch.pt")
+    if kind == "reference":
+        checkpoint = Path(str(info.get("checkpoint")))
+        return load_checkpoint(checkpoint, model_spec=model_spec, trust_pickle=trust_pickle, device=device)
+    if kind == "pickle" and not trust_pickle and not model_spec:
+        raise InputError(f"bundle {str(bundle.path)!r} holds a pickled model (no factory was given to the monitor); "
+                         "unpickling runs code from the file: rerun with --trust-pickle if you trust it")
+    return load_checkpoint(bundle.path / "model.pt", model_spec=None if kind == "pickle" else model_spec,
+                           trust_pickle=trust_pickle, device=device)
+
+
+def run(args: argparse.Namespace, ctx: CLIContext) -> int:
+    from nanprobe.batches import to_device
+    from nanprobe.diagnose import diagnose
+    from nanprobe.loading import parse_device
+    from nanprobe.monitor.methods import method_adapter
+    from nanprobe.postmortem.bundle import load_bundle
+    from nanprobe.render import render_diagnosis
+
+    bundle = load_bundle(args.bundle)
+    if args.json and Path(args.json).resolve().parent == bundle.path.resolve():
+        raise InputError(f"--json {args.json!r} is inside the bundle; choose another path (bundles are read-only)")
+    device = parse_device(args.device)
+    loaded = load_model(bundle, model_spec=args.model, trust_pickle=args.trust_pickle, device=device)
+    batch = to_device(bundle.batch(trust_pickle=args.trust_pickle), device)
+    rng = bundle.rng()
+    run_config = loaded.run_config
+    recorded = bundle.report.get("first_nonfinite") or {}
+    ctx.note(f"nanprobe: replaying {bundle.path} (step {bundle.step}, rank {bundle.rank}): "
+             f"{type(loaded.model).__name__}.{bundle.method or 'forward'}, mode={bundle.mode}"
+             f"{', backward' if bundle.backward else ''}")
+    try:
+        model = method_adapter(loaded.model, bundle.method)
+        diagnosis = diagnose(model, [batch], mode=bundle.mode, backward=bundle.backward, config=run_config,
+                             rng_states=[rng])
+    except NanprobeError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or ["no message"])[0]
+        raise InputError(f"the model raised {type(e).__name__} on the bundle's batch: {first}") from e
+    report = diagnosis.to_dict()
+    origin = (report.get("first_nonfinite") or {}).get("module")
+    same = origin is not None and origin == recorded.get("module")
+    report["bundle"] = {"path": str(bundle.path), "step": bundle.step, "rank": bundle.rank,
+                        "recorded_first_nonfinite": recorded, "same_origin": same}
+    ctx.out.print(render_diagnosis(report))
+    if report.get("status") == "nonfinite":
+        verdict = "the same origin as recorded" if same else f"recorded {recorded.get('module')!r}"
+        ctx.out.print(Text(f"replay: origin {origin!r} ({verdict})", style="bold" if same else "yellow"))
+    else:
+        ctx.out.print(Text(f"replay: clean; the bundle recorded {recorded.get('module')!r} "
+                           f"({recorded.get('kind')}) at step {bundle.step}", style="yellow"))
+    if args.json:
+        _write_json(args.json, report)
+        ctx.note(f"nanprobe: wrote {args.json}")
+    return 1 if report.get("status") == "nonfinite" else 0
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_json(path: str, report: dict[str, Any]) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(_finite(report), f, indent=2, default=str, allow_nan=False)
+            f.write("\n")
+    except OSError as e:
+        raise InputError(f"cannot write --json {path!r}: {e.strerror or e}") from e

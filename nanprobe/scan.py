@@ -1,0 +1,313 @@
+"""Scan a checkpoint's tensors without running the model: non-finite and extreme values in parameters,
+buffers, optimizer state and a GradScaler, ranked by how likely each is the culprit of a NaN."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Finding", "ScanResult", "scan_checkpoint"]
+
+_MODEL_KEYS = ("model_state_dict", "state_dict", "model")
+_OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer", "optim", "optimizer_state")
+_SCALER_KEYS = ("scaler", "grad_scaler", "scaler_state_dict", "amp_scaler")
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+_FP16_MAX = 65504.0
+_EXTREME = 1e4  # |value| above this in a parameter is unusual, and overflows fp16 once multiplied a little
+_TINY_SCALE = 1e-3  # a GradScaler scale this small means overflow after overflow
+
+
+@dataclass
+class Finding:
+    """One suspicious tensor (or scalar) and why it is suspicious."""
+
+    location: str  # "parameter" | "buffer" | "optimizer" | "scaler" | "other"
+    name: str  # path inside the checkpoint, e.g. "model_state_dict/fc.weight" or "optimizer/state/0/exp_avg_sq"
+    score: float  # 0..1: how likely this is the culprit
+    reason: str
+    nonfinite: bool
+    dtype: str = ""
+    shape: list[int] = field(default_factory=list)
+    numel: int = 0
+    nan: int = 0
+    inf: int = 0
+    negative: int = 0
+    min: float | None = None
+    max: float | None = None
+    absmax: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_float(v) for k, v in asdict(self).items()}
+
+
+def _json_float(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan" / "inf" / "-inf": JSON has no literal for them
+    return value
+
+
+@dataclass
+class ScanResult:
+    """Every finding, most likely culprit first, plus how much was looked at."""
+
+    findings: list[Finding]
+    tensors_scanned: int
+    groups: dict[str, int]  # location -> number of tensors scanned there
+
+    @property
+    def nonfinite(self) -> bool:
+        return any(f.nonfinite for f in self.findings)
+
+    def top(self, n: int | None) -> list[Finding]:
+        return self.findings if n is None else self.findings[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "nonfinite" if self.nonfinite else "clean", "tensors_scanned": self.tensors_scanned,
+                "groups": dict(self.groups), "findings": [f.to_dict() for f in self.findings]}
+
+    def to_frame(self) -> Any:
+        import pandas as pd
+
+        columns = list(Finding.__dataclass_fields__)
+        return pd.DataFrame([asdict(f) for f in self.findings], columns=columns)
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+@dataclass
+class _Stats:
+    numel: int
+    nan: int
+    inf: int
+    negative: int
+    min: float | None
+    max: float | None
+    absmax: float | None
+
+
+def _stats(t: torch.Tensor) -> _Stats | None:
+    if not (t.is_floating_point() or t.is_complex()) or t.numel() == 0:
+        return None
+    x = t.detach()
+    if x.is_complex():
+        x = torch.view_as_real(x)
+    x = x.float()
+    nan = int(torch.isnan(x).sum())
+    inf = int(torch.isinf(x).sum())
+    finite = x[torch.isfinite(x)]
+    if finite.numel():
+        lo, hi = float(finite.min()), float(finite.max())
+        absmax: float | None = float(finite.abs().max())
+    else:
+        lo = hi = absmax = None
+    if inf:
+        absmax = math.inf
+        hi = math.inf if bool((x == math.inf).any()) else hi
+        lo = -math.inf if bool((x == -math.inf).any()) else lo
+    return _Stats(numel=x.numel(), nan=nan, inf=inf, negative=int((x < 0).sum()), min=lo, max=hi, absmax=absmax)
+
+
+def _finding(location: str, name: str, t: torch.Tensor, st: _Stats, score: float, reason: str) -> Finding:
+    return Finding(location=location, name=name, score=round(score, 3), reason=reason,
+                   nonfinite=bool(st.nan or st.inf), dtype=str(t.dtype).replace("torch.", ""), shape=list(t.shape),
+                   numel=st.numel, nan=st.nan, inf=st.inf, negative=st.negative, min=st.min, max=st.max,
+                   absmax=st.absmax)
+
+
+def _bad_part(st: _Stats) -> str:
+    parts = [f"{st.nan}/{st.numel} NaN" if st.nan else "", f"{st.inf}/{st.numel} Inf" if st.inf else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def _share(st: _Stats) -> float:
+    return (st.nan + st.inf) / max(st.numel, 1)
+
+
+# ------------------------------------------------------------------------------------------------- judging
+
+def _judge_weight(location: str, name: str, t: torch.Tensor, st: _Stats) -> Finding | None:
+    leaf = name.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
+    if st.nan or st.inf:
+        base = 0.95 if location == "parameter" else 0.9
+        return _finding(location, name, t, st, base + 0.04 * _share(st),
+                        f"{_bad_part(st)}: every forward pass through it is poisoned")
+    if leaf == "running_var" and st.negative:
+        return _finding(location, name, t, st, 0.85, f"{st.negative} negative running variance(s): "
+                        "eval-mode BatchNorm takes sqrt(var + eps) of them -> NaN")
+    if leaf == "running_var" and st.absmax is not None and st.absmax > _EXTREME:
+        return _finding(location, name, t, st, 0.35, f"running variance up to {st.absmax:.3g}: the batch "
+                        "statistics blew up during training")
+    if st.absmax is not None and st.absmax > _FP16_MAX:
+        return _finding(location, name, t, st, 0.5, f"|value| up to {st.absmax:.3g} exceeds the fp16 range "
+                        f"({_FP16_MAX:.0f}): overflows under autocast/half")
+    finfo_max = torch.finfo(t.dtype).max if t.is_floating_point() else None
+    if st.absmax is not None and finfo_max is not None and st.absmax > 0.5 * finfo_max:
+        return _finding(location, name, t, st, 0.6, f"|value| up to {st.absmax:.3g}, near the {t.dtype} "
+                        "maximum: the next multiply overflows")
+    if st.absmax is not None and st.absmax > _EXTREME:
+        return _finding(location, name, t, st, 0.25, f"|value| up to {st.absmax:.3g}: unusually large weight "
+                        "(diverging training?)")
+    return None
+
+
+def _judge_optimizer(name: str, t: torch.Tensor, st: _Stats) -> Finding | None:
+    leaf = name.rsplit("/", 1)[-1]
+    if st.nan or st.inf:
+        score = {"exp_avg_sq": 0.8, "exp_avg": 0.75, "momentum_buffer": 0.75}.get(leaf, 0.6)
+        if leaf == "step":
+            return _finding("optimizer", name, t, st, 0.6, "non-finite step count: bias correction divides by it")
+        return _finding("optimizer", name, t, st, score + 0.04 * _share(st),
+                        f"{_bad_part(st)} in optimizer state: the next step writes NaN into the weights")
+    if leaf in ("exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum") and st.negative:
+        return _finding("optimizer", name, t, st, 0.7, f"{st.negative} negative second moment(s): "
+                        "Adam-style updates take their sqrt -> NaN")
+    if leaf == "exp_avg_sq" and st.absmax is not None and st.absmax > _EXTREME**2:
+        return _finding("optimizer", name, t, st, 0.2, f"second moment up to {st.absmax:.3g}: huge gradients "
+                        "were seen")
+    return None
+
+
+def _judge_scaler(name: str, scale: float) -> Finding | None:
+    st = _Stats(numel=1, nan=int(math.isnan(scale)), inf=int(math.isinf(scale)), negative=int(scale < 0),
+                min=scale, max=scale, absmax=abs(scale))
+    t = torch.tensor([scale])
+    if st.nan or st.inf:
+        return _finding("scaler", name, t, st, 0.85, f"GradScaler scale is {scale}: every scaled loss and "
+                        "gradient is non-finite")
+    if scale <= 0:
+        return _finding("scaler", name, t, st, 0.8, f"GradScaler scale is {scale}: gradients vanish or flip")
+    if scale < _TINY_SCALE:
+        return _finding("scaler", name, t, st, 0.4, f"GradScaler scale fell to {scale:.3g}: overflow after "
+                        "overflow (the loss or gradients are non-finite at every step)")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- walk
+
+class _Walker:
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.groups: dict[str, int] = {}
+
+    def count(self, location: str) -> None:
+        self.groups[location] = self.groups.get(location, 0) + 1
+
+    def add(self, finding: Finding | None) -> None:
+        if finding is not None:
+            self.findings.append(finding)
+
+    def weights(self, state: Mapping[str, Any], prefix: str, buffers: set[str] | None = None) -> None:
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            is_buffer = key in buffers if buffers is not None else key.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES
+            location = "buffer" if is_buffer else "parameter"
+            self.count(location)
+            st = _stats(value)
+            if st is not None:
+                self.add(_judge_weight(location, f"{prefix}{key}", value, st))
+
+    def optimizer(self, opt: Mapping[str, Any], prefix: str) -> None:
+        names = _param_names(opt)
+        for pid, per_param in (opt.get("state") or {}).items():
+            if not isinstance(per_param, Mapping):
+                continue
+            label = names.get(pid, str(pid))
+            for key, value in per_param.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    value = torch.tensor(float(value))
+                if not isinstance(value, torch.Tensor):
+                    continue
+                self.count("optimizer")
+                st = _stats(value)
+                if st is not None:
+                    self.add(_judge_optimizer(f"{prefix}state/{label}/{key}", value, st))
+
+    def scaler(self, sc: Mapping[str, Any], prefix: str) -> None:
+        scale = sc.get("scale")
+        if isinstance(scale, torch.Tensor) and scale.numel() == 1:
+            scale = float(scale)
+        if isinstance(scale, (int, float)):
+            self.count("scaler")
+            self.add(_judge_scaler(f"{prefix}scale", float(scale)))
+
+    def other(self, obj: Any, prefix: str, depth: int = 0) -> None:
+        if depth > 6:
+            return
+        if isinstance(obj, torch.Tensor):
+            self.count("other")
+            st = _stats(obj)
+            if st is not None:
+                self.add(_judge_weight("other", prefix.rstrip("/") or "<tensor>", obj, st))
+        elif isinstance(obj, Mapping):
+            self.dispatch(obj, prefix, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for i, value in enumerate(obj):
+                self.other(value, f"{prefix}{i}/", depth + 1)
+
+    def dispatch(self, obj: Mapping[str, Any], prefix: str, depth: int = 0) -> None:
+        if _looks_like_optimizer(obj):
+            self.optimizer(obj, prefix)
+            return
+        if _looks_like_scaler(obj):
+            self.scaler(obj, prefix)
+            return
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            self.weights(obj, prefix)
+            return
+        for key, value in obj.items():
+            self.other(value, f"{prefix}{key}/", depth)
+
+
+def _looks_like_optimizer(obj: Mapping[str, Any]) -> bool:
+    return isinstance(obj.get("state"), Mapping) and isinstance(obj.get("param_groups"), list)
+
+
+def _looks_like_scaler(obj: Mapping[str, Any]) -> bool:
+    return "scale" in obj and ("growth_factor" in obj or "_growth_tracker" in obj or "growth_interval" in obj)
+
+
+def _param_names(opt: Mapping[str, Any]) -> dict[Any, str]:
+    """Recent torch records ``param_names`` in each param group; use them to name optimizer state."""
+    names: dict[Any, str] = {}
+    for group in opt.get("param_groups") or []:
+        if isinstance(group, Mapping) and isinstance(group.get("param_names"), list):
+            names.update(zip(group.get("params", []), group["param_names"]))
+    return names
+
+
+def scan_checkpoint(obj: Any) -> ScanResult:
+    """Scan a loaded checkpoint (dict, bare state dict, ``nn.Module``, or a model's ``state_dict()``)."""
+    walker = _Walker()
+    if isinstance(obj, nn.Module):
+        buffers = {name for name, _ in obj.named_buffers()}
+        walker.weights(obj.state_dict(keep_vars=False), "", buffers)
+    elif isinstance(obj, Mapping):
+        rest = dict(obj)
+        for key in _MODEL_KEYS:
+            value = rest.get(key)
+            if isinstance(value, nn.Module):
+                walker.weights(value.state_dict(), f"{key}/", {n for n, _ in value.named_buffers()})
+                rest.pop(key)
+            elif isinstance(value, Mapping) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
+                walker.weights(value, f"{key}/")
+                rest.pop(key)
+        for key in _OPTIMIZER_KEYS:
+            if isinstance(rest.get(key), Mapping) and _looks_like_optimizer(rest[key]):
+                walker.optimizer(rest.pop(key), f"{key}/")
+        for key in _SCALER_KEYS:
+            if isinstance(rest.get(key), Mapping):
+                walker.scaler(rest.pop(key), f"{key}/")
+        if rest and all(isinstance(v, torch.Tensor) for v in rest.values()) and len(rest) == len(obj):
+            walker.weights(rest, "")  # a bare state dict
+        else:
+            walker.dispatch(rest, "")
+    else:
+        walker.other(obj, "")
+    ranked = sorted(walker.findings, key=lambda f: (-f.score, -(f.nan + f.inf), f.name))
+    return ScanResult(findings=ranked, tensors_scanned=sum(walker.groups.values()), groups=walker.groups)
