@@ -1,0 +1,402 @@
+"""The probe: hooks on every (selected) module that record one :class:`CallRecord` per call.
+
+Hot path (per call): the pre-hook checks the inputs for NaN/Inf (one ``sum`` per floating input that was
+not already summarised as some call's output) and pushes a frame; the post-hook summarises the outputs
+(:func:`nanprobe.stats.tensor_stats`' short path on the CPU; on other devices a stats vector that is read
+back later, stacked with the others, when ``ring_size`` records are pending or at :meth:`Probe.result`).
+Only scalars are kept: tensors are referenced weakly (to recognise a module's output as the next one's
+input) and only for the current step.
+
+Classification happens when records are processed (in completion order, children before the calls that
+contain them). A call *produced* a kind of non-finite value (``nan``/``inf``) when its output carries it,
+its inputs did not, and no probed call nested inside it emitted it (nesting comes from pre/post-hook
+pairing, never from module types). One exception: when Inf came in (inputs or a nested call) and NaN came
+out, the call only passed the Inf on unless its share of non-finite outputs is smaller than the share of
+Inf it received (log(0) -> Linear -> NaN: Log is the producer; -inf-masked scores -> softmax -> NaN for a
+fully masked row: the softmax is). At the end of each top-level call (a *step*) the kinds at its output
+decide: the first producer of such a kind is the origin (or the batch, ``<input>``, when the batch already
+carried it; Inf counts for NaN when a call passed Inf on as NaN); producers of kinds that never reached
+the output are latent. A module whose own parameters are non-finite is still a producer
+(``nonfinite_params`` says why). Float additive masks (0 and -inf only) are not non-finite inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from nanprobe.errors import InputError, NanprobeError
+from nanprobe.probe import special
+from nanprobe.probe.backward import BackwardMixin
+from nanprobe.probe.classify import ClassifyMixin, _Step, inf_fraction
+from nanprobe.probe.filters import NameFilter, make_predicate
+from nanprobe.probe.readback import ReadBackMixin
+from nanprobe.probe.records import (
+    INPUT,
+    CallRecord,
+    is_additive_mask,
+    kind_of,
+    nonfinite_rows,
+    tensor_kinds,
+)
+from nanprobe.probe.result import ProbeResult, assign_roles
+from nanprobe.stats import TensorStats, dense, tensor_stats
+from nanprobe.walk import iter_tensors
+
+__all__ = ["NameFilter", "Probe"]
+
+_INF = frozenset({"inf"})
+
+
+@dataclasses.dataclass
+class _Frame:
+    module: int  # id() of the module, to pair post-hooks with pre-hooks after a raising child
+    index: int
+    parent: int | None
+    depth: int
+    in_kinds: frozenset[str]
+    in_inf: float
+    """Largest fraction of Inf values among the inputs (0.0 when none)."""
+    extra: dict[str, Any]
+    lazy_in: list[torch.Tensor]
+
+
+class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
+    """Record every module call of ``model`` and find the call that produced the first NaN/Inf.
+
+    ``include``/``exclude`` select modules by qualified name (a glob, a list of globs, or a callable
+    ``(name, module) -> bool``); ``types`` keeps only modules of these classes. The root module is always
+    probed: its calls delimit steps and its output decides the status. ``ring_size`` bounds the number of
+    records kept (the last ones) on top of the first ``keep_nonfinite`` non-finite records, the origin and
+    the first latent producers. ``backward=True`` adds full backward hooks and per-parameter gradient hooks.
+
+    Samples: the batch size is dim 0 of the first tensor passed to a top-level call; a tensor's batch
+    dim is dim 0 if it has that size, else its first dim of that size (``(L, B, E)`` attention layouts).
+
+    Modules inside an ``nn.TransformerEncoderLayer`` (and the layer itself) are watched through global
+    module hooks, because per-module hooks would switch off its native fast path (and the NaN it makes).
+    ``backward=True`` uses ``register_full_backward_hook``: like any full backward hook it makes an in-place
+    change of a watched module's output (``nn.ReLU(inplace=True)``) an autograd error.
+    Off the CPU, statistics are read back in batches; the batch itself and backward gradients are read at
+    once. The model's train/eval flags and grad mode are never changed.
+    """
+
+    def __init__(self, model: nn.Module, *, include: NameFilter = None, exclude: NameFilter = None,
+                 types: tuple[type[nn.Module], ...] | None = None, ring_size: int = 256,
+                 keep_nonfinite: int = 32, backward: bool = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"Probe needs an nn.Module, got {type(model).__name__}")
+        if ring_size < 1 or keep_nonfinite < 0:
+            raise InputError("ring_size must be >= 1 and keep_nonfinite >= 0")
+        self.model = model
+        self.backward = backward
+        self.ring_size = ring_size
+        self.keep_nonfinite = keep_nonfinite
+        want = make_predicate(include, True)
+        drop = make_predicate(exclude, False)
+        self._selected = lambda name, m: (name == "" or (
+            want(name, m) and not drop(name, m) and (types is None or isinstance(m, types))))
+        self._handles: list[RemovableHandle] = []
+        self._global: dict[int, tuple[str, special.Extractor | None]] = {}
+        self._active = False
+        self._force_vector = False  # tests: take the device (batched read-back) path on the CPU
+        self._reset()
+
+    # ----------------------------------------------------------------- state
+    def _reset(self) -> None:
+        self._index = 0
+        self._order = 0
+        self._step_no = 0
+        self._batch: int | None = None
+        self._stack: list[_Frame] = []
+        self._pending: list[tuple[CallRecord, list[torch.Tensor], list[tuple[str, Any]]]] = []
+        self._ring: deque[CallRecord] = deque(maxlen=self.ring_size)
+        self._kept: list[CallRecord] = []
+        self._latent: list[CallRecord] = []
+        self._desc: dict[int, tuple[frozenset[str], frozenset[int]]] = {}
+        self._in_inf: dict[int, float] = {}
+        self._step = _Step()
+        self._step_kinds: dict[int, frozenset[str]] = {}
+        self._inputs: dict[int, CallRecord] = {}
+        self._input_record: CallRecord | None = None
+        self._origin: CallRecord | None = None
+        self._bw_origin: CallRecord | None = None
+        self._bw_in: dict[int, frozenset[str]] = {}
+        self._bw_nonfinite = False
+        self._bad_params: dict[str, str] = {}
+        self._seen: dict[int, tuple[Any, int, TensorStats]] = {}
+        self._calls = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Probe:
+        if self._active:
+            raise NanprobeError("this Probe is already attached; use one Probe per `with` block")
+        self._active = True
+        try:
+            self._attach()
+            self._scan_params()
+        except BaseException:
+            self._detach()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._detach()
+
+    def _detach(self) -> None:
+        try:
+            while self._handles:
+                self._handles.pop().remove()
+        finally:
+            self._global.clear()
+            self._stack.clear()
+            self._active = False
+
+    def _attach(self) -> None:
+        owner: dict[int, tuple[str, nn.Module, str]] = {}
+        # A TransformerEncoderLayer refuses its fast path (and so hides its NaN) when it or a submodule has
+        # forward hooks of its own; its subtree is watched through global hooks instead, which it ignores.
+        fast_path_ids = {id(m) for tel in self.model.modules() if isinstance(tel, nn.TransformerEncoderLayer)
+                         for m in tel.modules()}
+        for name, module in self.model.named_modules():
+            for pname, param in module.named_parameters(recurse=False):
+                owner.setdefault(id(param), (name, module, pname))
+            if not self._selected(name, module):
+                continue
+            extra = special.extra_for(module)
+            if id(module) in fast_path_ids:
+                self._global[id(module)] = (name, extra)
+            else:
+                self._handles.append(module.register_forward_pre_hook(self._make_pre(name, extra),
+                                                                      with_kwargs=True))
+                self._handles.append(module.register_forward_hook(self._make_post(name), always_call=True))
+            if self.backward:
+                self._handles.append(module.register_full_backward_pre_hook(self._bw_pre))
+                self._handles.append(module.register_full_backward_hook(self._make_bw(name)))
+        if self._global:
+            self._handles.append(nn.modules.module.register_module_forward_pre_hook(self._global_pre))
+            self._handles.append(nn.modules.module.register_module_forward_hook(self._global_post,
+                                                                                with_kwargs=True,
+                                                                                always_call=True))
+        if self.backward:
+            for param in self.model.parameters():
+                if param.requires_grad and id(param) in owner:
+                    self._handles.append(param.register_post_accumulate_grad_hook(
+                        self._make_grad_hook(*owner[id(param)])))
+
+    def _scan_params(self) -> None:
+        for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            if name not in self._bad_params:
+                kind = kind_of(tensor_kinds(tensor.detach()))
+                if kind:
+                    self._bad_params[name] = kind
+
+    # ------------------------------------------------------------- forward
+    def _make_pre(self, name: str, extra_fn: special.Extractor | None) -> Callable[..., None]:
+        def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            self._on_pre(module, name, args, kwargs, extra_fn)
+        return pre
+
+    def _make_post(self, name: str) -> Callable[..., None]:
+        def post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            self._on_post(module, name, output)
+        return post
+
+    def _on_pre(self, module: nn.Module, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                extra_fn: special.Extractor | None) -> None:
+        stack = self._stack
+        if stack and module is self.model:
+            stack.clear()  # frames left by a forward that raised: the root is never nested in itself
+        index = self._index
+        self._index += 1
+        if not stack:
+            self._begin_step(args, kwargs)
+        in_kinds, in_inf, lazy_in = self._input_kinds(args, kwargs)
+        extra = extra_fn(module, args, kwargs) if extra_fn is not None else {}
+        parent = stack[-1].index if stack else None
+        stack.append(_Frame(id(module), index, parent, len(stack), in_kinds, in_inf, extra, lazy_in))
+
+    def _global_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        entry = self._global.get(id(module))
+        if entry is not None:  # global pre-hooks see no kwargs: those are read in the post-hook
+            self._on_pre(module, entry[0], args, {}, None)
+
+    def _global_post(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
+        entry = self._global.get(id(module))
+        if entry is None:
+            return
+        # (kwargs, output) normally; torch calls always-call hooks without kwargs after a raising forward
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[0])
+        name, extra_fn = entry
+        if self._stack and self._stack[-1].module == id(module):
+            frame = self._stack[-1]
+            if kwargs:
+                kinds, inf, lazy = self._input_kinds((), kwargs)
+                frame.in_kinds |= kinds
+                frame.in_inf = max(frame.in_inf, inf)
+                frame.lazy_in.extend(lazy)
+            if extra_fn is not None:
+                frame.extra = extra_fn(module, args, kwargs)
+        self._on_post(module, name, output)
+
+    def _begin_step(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._step_no += 1
+        self._seen.clear()
+        self._batch = None
+        leaves = [*iter_tensors(args, "in"), *(pt for k, v in kwargs.items() for pt in iter_tensors(v, f"in.{k}"))]
+        for _, t in leaves:
+            if t.dim() > 0:
+                self._batch = int(t.shape[0])
+                break
+        outputs: dict[str, TensorStats] = {}
+        rows: set[int] = set()
+        for path, t in leaves:
+            if (t.dtype.is_floating_point or t.dtype.is_complex) and (
+                    t.device.type != "cpu" or _cpu_kinds(t.detach())):
+                s = tensor_stats(t)
+                if s.nonfinite and not is_additive_mask(t.detach()):
+                    outputs[path] = s
+                    rows.update(nonfinite_rows(t, self._batch))
+        if outputs:
+            rec = CallRecord(index=-1, module=INPUT, module_type=INPUT, inputs_finite=False, outputs=outputs,
+                             samples=sorted(rows), step=self._step_no, order=-1)
+            rec.produced = rec.out_kinds
+            rec.kind = kind_of(rec.produced)
+            self._inputs[self._step_no] = rec
+            if self._input_record is None:
+                self._input_record = rec
+
+    def _input_kinds(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> tuple[frozenset[str], float, list[torch.Tensor]]:
+        """Kinds of non-finite values in the inputs, and the largest fraction of Inf in one (rare path)."""
+        kinds: frozenset[str] = frozenset()
+        inf_frac = 0.0
+        lazy: list[torch.Tensor] = []
+        done: set[int] = set()
+        if not kwargs and all(type(a) is torch.Tensor or isinstance(a, torch.Tensor) for a in args):
+            leaves: Any = zip(args, args)  # the common case: positional tensors only
+        else:
+            leaves = iter_tensors((args, kwargs), "")
+        for _, t in leaves:
+            if not (t.dtype.is_floating_point or t.dtype.is_complex) or id(t) in done:
+                continue
+            done.add(id(t))
+            hit = self._seen.get(id(t))
+            if hit is not None and hit[0]() is t and hit[1] == _version(t):
+                found = hit[2].kinds
+            elif t.device.type == "cpu" and not self._force_vector:
+                found = _cpu_kinds(t.detach())
+            else:
+                if t.numel():
+                    x = t.detach().abs() if t.is_complex() else t.detach()
+                    lazy.append(torch.stack([x.isnan().any().to(torch.float64),
+                                             x.isinf().sum(dtype=torch.float64) / x.numel()]))
+                continue
+            if found == _INF and is_additive_mask(t.detach()):
+                continue  # a float attention mask: its -inf are on purpose
+            if found:
+                kinds = kinds | found
+                if "inf" in found:
+                    inf_frac = max(inf_frac, inf_fraction(tensor_stats(t.detach())))
+        return kinds, inf_frac, lazy
+
+    def _on_post(self, module: nn.Module, name: str, output: Any) -> None:
+        stack = self._stack
+        while stack and stack[-1].module != id(module):
+            stack.pop()  # frames whose post-hook never came
+        if not stack:
+            return  # attached in the middle of a call: nothing to pair with
+        frame = stack.pop()
+        if output is None and sys.exc_info()[1] is not None:
+            return  # always-call hook after the forward raised: the call has no output to record
+        outputs: dict[str, TensorStats] = {}
+        lazy_out: list[tuple[str, Any]] = []
+        rows: set[int] = set()
+        leaves = (("out", output),) if isinstance(output, torch.Tensor) else iter_tensors(output, "out")
+        seen = self._seen
+        for path, t in leaves:
+            x = t.detach()
+            if x.device.type == "cpu" and not self._force_vector:
+                hit = seen.get(id(t))
+                version = _version(t)
+                if hit is not None and hit[0]() is t and hit[1] == version:
+                    s = hit[2]  # the same tensor as a call nested in this one returned (Sequential, Dropout)
+                else:
+                    s = tensor_stats(x)
+                    if version is not None:
+                        seen[id(t)] = (weakref.ref(t), version, s)
+                outputs[path] = s
+                if s.nonfinite:
+                    rows.update(nonfinite_rows(x, self._batch))
+            else:
+                lazy_out.append((path, self._lazy_stats(x)))
+        extra = frame.extra
+        deferred = extra.pop(special.DEFERRED, None)
+        if deferred is not None and (lazy_out or any(s.nonfinite for s in outputs.values())):
+            extra.update(deferred())
+        rec = CallRecord(index=frame.index, module=name, module_type=type(module).__name__,
+                         inputs_finite=not frame.in_kinds, outputs=outputs, samples=sorted(rows),
+                         extra=extra, step=self._step_no, depth=frame.depth, parent=frame.parent,
+                         in_kinds=frame.in_kinds)
+        if frame.in_inf:
+            self._in_inf[rec.index] = frame.in_inf
+        self._calls += 1
+        if not (frame.lazy_in or lazy_out or self._pending
+                or any(isinstance(v, torch.Tensor) for v in extra.values())):
+            self._process(rec)
+            return
+        self._pending.append((rec, frame.lazy_in, lazy_out))
+        if len(self._pending) >= self.ring_size:
+            self._flush()
+
+    # --------------------------------------------------------------- result
+    def result(self) -> ProbeResult:
+        """Classify what was recorded so far (callable inside or after the ``with`` block)."""
+        self._flush()
+        self._scan_params()
+        keep: dict[int, CallRecord] = {}
+        pinned = [r for r in (self._origin, self._bw_origin) if r is not None and r.module != INPUT]
+        for rec in [*self._kept, *self._latent, *pinned, *self._ring]:
+            keep[rec.index] = rec
+        records = sorted(keep.values(), key=lambda r: r.index)
+        bad = dict(self._bad_params)
+        for rec in records:
+            prefix = f"{rec.module}." if rec.module else ""
+            rec.nonfinite_params = [n for n in bad if n.startswith(prefix)]
+            rec.params_finite = not [n for n in rec.nonfinite_params if "." not in n[len(prefix):]]
+        assign_roles(records, self._origin, self._bw_origin, self._step_kinds)
+        status = "nonfinite" if (self._step_kinds or self._bw_nonfinite) else "clean"
+        return ProbeResult(status=status, origin=self._origin, backward_origin=self._bw_origin,
+                           input_nonfinite=_input_summary(self._input_record),
+                           nonfinite_parameters=list(bad), latent=list(self._latent), records=records,
+                           calls=self._calls)
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The in-place version counter; ``None`` for inference tensors (they have none: never cached)."""
+    return None if t.is_inference() else t._version
+
+
+def _cpu_kinds(x: torch.Tensor) -> frozenset[str]:
+    """Non-finite kinds of a CPU tensor: a sum (one fast pass) clears the common all-finite case."""
+    x = dense(x)
+    if x.numel() == 0:
+        return frozenset()
+    if not x.is_complex() and math.isfinite(x.sum().item()):
+        return frozenset()
+    return tensor_kinds(x)
+
+
+def _input_summary(rec: CallRecord | None) -> dict[str, Any] | None:
+    if rec is None:
+        return None
+    return {"paths": list(rec.outputs), "kind": rec.kind, "samples": list(rec.samples), "step": rec.step}
