@@ -64,18 +64,32 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     return obj
 
 
-def _leaves(obj: Any) -> list[torch.Tensor]:
-    found: list[torch.Tensor] = []
-    map_tensors(obj, lambda t: found.append(t))
-    return found
+def _first_batched(obj: Any) -> torch.Tensor | None:
+    """The first tensor with at least one dimension, depth first, without rebuilding anything."""
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.dim() > 0 else None
+    if isinstance(obj, ModelCall):
+        found = _first_batched(obj.args)
+        return found if found is not None else _first_batched(obj.kwargs)
+    if isinstance(obj, (tuple, list)):
+        values: Any = obj
+    elif isinstance(obj, Mapping):
+        values = obj.values()
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        values = (getattr(obj, f.name) for f in dataclasses.fields(obj))
+    else:
+        return None
+    for value in values:
+        found = _first_batched(value)
+        if found is not None:
+            return found
+    return None
 
 
 def batch_size(batch: Any) -> int | None:
     """Size of dim 0 of the first tensor with at least one dimension, or None."""
-    for t in _leaves(batch):
-        if t.dim() > 0:
-            return int(t.shape[0])
-    return None
+    first = _first_batched(batch)
+    return None if first is None else int(first.shape[0])
 
 
 def select_samples(batch: Any, indices: Sequence[int]) -> Any:

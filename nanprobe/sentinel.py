@@ -157,7 +157,7 @@ def run_batch(
     The model's flags, buffers and ``.grad`` are restored afterwards; the caller's RNG is not touched
     when ``rng`` is given (it is forked)."""
     size = _batch_size(batch)
-    saved = RNGState.capture() if rng is not None else None
+    saved = RNGState.capture(host=True) if rng is not None else None
     try:
         if rng is not None:
             rng.restore()

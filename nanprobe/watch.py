@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
+from nanprobe._hooks import remove_handle
 from nanprobe.batches import ModelCall, batch_size
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import FiniteCheck, check_finite
@@ -99,7 +100,7 @@ class Watcher:
     def remove(self) -> None:
         handles, self._handles = self._handles, []
         for handle in handles:
-            handle.remove()
+            remove_handle(handle)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
