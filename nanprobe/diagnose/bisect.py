@@ -1,0 +1,112 @@
+"""Which samples of a failing batch make it fail: verify the candidate rows, then group-test by halving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nanprobe.batches import batch_size, select_samples
+from nanprobe.diagnose.runner import Execution
+
+__all__ = ["SampleSearch", "concat_batches", "find_samples"]
+
+Run = Callable[[Any, str, dict[str, Any]], Execution]
+
+
+@dataclass
+class SampleSearch:
+    """Outcome of the sample search."""
+
+    failing: list[int] = field(default_factory=list)  # samples that make the batch fail
+    minimal: list[int] = field(default_factory=list)  # smallest set verified to fail on its own
+    independent: bool | None = None  # do the failing samples fail regardless of the rest of the batch?
+    composition: bool = False  # the failure needs other samples of the batch (batch statistics)
+    alone: dict[int, bool] = field(default_factory=dict)  # sample -> fails alone (batch of one)
+    evidence: list[str] = field(default_factory=list)
+    replay: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _fmt(rows: Sequence[int]) -> str:
+    rows = list(rows)
+    return ", ".join(map(str, rows[:8])) + (f", ... ({len(rows)} samples)" if len(rows) > 8 else "")
+
+
+def find_samples(run: Run, batch: Any, candidates: Sequence[int], *, budget: int, kind: str) -> SampleSearch:
+    """``run(sub_batch, label, changes)`` executes one counted pass. At most ``budget`` passes are spent:
+    about 2 when the candidate rows are right, 2*log2(B) when the search has to halve."""
+    size = batch_size(batch) or 1
+    out = SampleSearch()
+    everyone = list(range(size))
+    cands = sorted(c for c in set(candidates) if 0 <= c < size)
+    spent = 0
+
+    def test(rows: list[int], label: str) -> bool:
+        nonlocal spent
+        spent += 1
+        res = run(select_samples(batch, rows), label, {"samples": rows})
+        fails = res.nonfinite
+        seen = [rows[i] for i in res.samples if i < len(rows)]
+        out.replay.append({"variant": label, "changes": {"samples": rows}, "nonfinite": fails, "samples": seen,
+                           **({"error": f"{type(res.error).__name__}: {res.error}"} if res.error else {})})
+        word = f"still {'NaN' if kind == 'nan' else 'Inf'}" if fails else "finite"
+        out.evidence.append(f"{label} -> {word}")
+        return fails
+
+    if size == 1:
+        out.failing = out.minimal = [0]
+        return out
+    known: list[int] | None = None
+    if cands and len(cands) < size and budget >= 1:
+        if test(cands, f"samples {_fmt(cands)} only"):
+            out.failing = cands
+            known = cands
+            rest = [i for i in everyone if i not in set(cands)]
+            if budget - spent >= 1 and rest:
+                rest_fails = test(rest, "the other samples only")
+                out.independent = not rest_fails
+        else:
+            out.composition = True
+            out.failing = cands
+    if known is None:
+        known = everyone
+        if not out.failing:
+            out.failing = everyone
+    # Halve the known failing set down to a minimal one while the budget lasts.
+    current = known
+    while len(current) > 1 and budget - spent >= 2:
+        half = len(current) // 2
+        left, right = current[:half], current[half:]
+        if test(left, f"samples {_fmt(left)} only"):
+            current = left
+        elif test(right, f"samples {_fmt(right)} only"):
+            current = right
+        else:
+            out.composition = out.composition or current == everyone
+            break
+    if len(current) == 1:
+        out.alone[current[0]] = True
+    out.minimal = current
+    return out
+
+
+def concat_batches(a: Any, b: Any) -> Any:
+    """Rows of ``b`` appended to ``a`` (same structure; tensors with the batch dim are concatenated)."""
+    na, nb = batch_size(a), batch_size(b)
+
+    def join(x: Any, y: Any) -> Any:
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            if x.dim() > 0 and y.dim() > 0 and x.shape[0] == na and y.shape[0] == nb and x.shape[1:] == y.shape[1:]:
+                return torch.cat([x, y.to(device=x.device, dtype=x.dtype)])
+            return x
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            return type(x)({k: join(v, y[k]) if k in y else v for k, v in x.items()})  # type: ignore[call-arg]
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return type(x)(*(join(u, v) for u, v in zip(x, y)))
+        if isinstance(x, (tuple, list)) and isinstance(y, (tuple, list)) and len(x) == len(y):
+            return type(x)(join(u, v) for u, v in zip(x, y))
+        return x
+
+    return join(a, b)

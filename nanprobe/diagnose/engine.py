@@ -1,0 +1,357 @@
+"""diagnose(): control run, localization, replay matrix, sample search, verdict — within a pass budget."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nanprobe.batches import batch_size, select_samples
+from nanprobe.diagnose.audit import audit_config
+from nanprobe.diagnose.bisect import SampleSearch, concat_batches, find_samples
+from nanprobe.diagnose.flow import Flow, storage_key, trace_back
+from nanprobe.diagnose.instrument import HookedRun, module_hooks
+from nanprobe.diagnose.layers import layer_rows
+from nanprobe.diagnose.localize import Localizer
+from nanprobe.diagnose.origin import origin_record
+from nanprobe.diagnose.replay import Variant, dropout_sites, model_dtypes, plan_variants
+from nanprobe.diagnose.result import Diagnosis
+from nanprobe.diagnose.runner import Execution, Runner, pass_budget
+from nanprobe.diagnose.samples import describe_samples, masked_positions
+from nanprobe.diagnose.verdict import Facts, decide
+from nanprobe.errors import InputError
+from nanprobe.rng import RNGState, forked_rng
+from nanprobe.sentinel import check_finite, tensor_leaves
+
+__all__ = ["diagnose"]
+
+
+def _word(res: Execution, kind: str) -> str:
+    if res.error is not None:
+        return f"raised {type(res.error).__name__}"
+    if not res.nonfinite:
+        return "finite"
+    k = res.output.kind or (res.gradients.kind if res.gradients else None) or kind
+    return f"still {'NaN' if k == 'nan' else 'Inf'}"
+
+
+def _bad_parameters(model: nn.Module) -> list[str]:
+    names = []
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t.detach()).all()):
+            names.append(name)
+    return names
+
+
+def diagnose(
+    model: nn.Module,
+    batches: Sequence[Any],
+    *,
+    mode: str = "eval",
+    backward: bool = False,
+    config: Mapping[str, Any] | None = None,
+    rng_states: Sequence[RNGState | None] | None = None,
+    replay: bool = True,
+    repro_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Diagnosis:
+    """Find which batch goes non-finite, where (module, op, source line, samples) and why (a verdict with
+    the evidence of a replay matrix). The model, torch's global switches and the caller's RNG are left
+    exactly as they were."""
+    if mode not in ("eval", "train"):
+        raise InputError(f"mode must be 'eval' or 'train', not {mode!r}")
+    if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or not batches:
+        raise InputError("batches must be a non-empty sequence of batches")
+    with forked_rng():
+        return _Diagnoser(model, list(batches), mode, backward, config, rng_states, replay, repro_dir,
+                          progress).run()
+
+
+class _Diagnoser:
+    def __init__(self, model: nn.Module, batches: list[Any], mode: str, backward: bool,
+                 config: Mapping[str, Any] | None, rng_states: Sequence[RNGState | None] | None, replay: bool,
+                 repro_dir: str | Path | None, progress: Callable[[str], None] | None) -> None:
+        self.model, self.batches, self.mode, self.backward = model, batches, mode, backward
+        self.config, self.rng_states, self.replay, self.repro_dir = config, rng_states, replay, repro_dir
+        self.runner = Runner(model, mode=mode, backward=backward, progress=progress)
+        self.diag = Diagnosis()
+
+    # ------------------------------------------------------------------ top level
+    def run(self) -> Diagnosis:
+        d = self.diag
+        d.nonfinite_parameters = _bad_parameters(self.model)
+        if self.config:
+            d.config_audit = audit_config(self.model, self.config)
+        failing, states, control = self._controls()
+        if failing is None:
+            if self.replay:
+                self._latent_only(self.batches[0], states[0])
+            d.forward_passes = self.runner.passes
+            return d
+        d.status = "nonfinite"
+        self._clean_controls = failing
+        batch, rng = self.batches[failing], states[failing]
+        size = batch_size(batch) or 1
+        d.budget = pass_budget(size)
+        loc, flow, loc_res = self._localize(batch, rng, size)
+        hooked = self._hook_check(batch, rng, control) if self.replay else None
+        facts = self._first_nonfinite(failing, batch, size, control, loc, flow, loc_res, hooked)
+        if self.replay:
+            self._naive_hooks(batch, rng, facts)
+            self._replay_matrix(batch, rng, loc, facts)
+            search = self._samples(batch, rng, size, facts)
+            self._batch_sizes(failing, batch, rng, search, facts)
+        failing_rows = d.first_nonfinite["samples"] if d.first_nonfinite else []
+        d.sample_details = describe_samples(batch, failing_rows, self.model, loc.attention)
+        facts.masked = masked_positions(loc.attention, failing_rows or sorted({
+            s for a in loc.attention for s in a["rows"]}))
+        d.verdict = decide(facts)
+        if self.repro_dir is not None and flow.origin is not None:
+            d.repro = self._repro(loc, flow, rng)
+        d.forward_passes = self.runner.passes
+        return d
+
+    # ------------------------------------------------------------------ steps
+    def _controls(self) -> tuple[int | None, list[RNGState], Execution | None]:
+        states: list[RNGState] = []
+        current = RNGState.capture()
+        for i, batch in enumerate(self.batches):
+            given = self.rng_states[i] if self.rng_states is not None and i < len(self.rng_states) else None
+            state = given or current
+            states.append(state)
+            res = self.runner.run(batch, state, label=f"control batch {i}", raise_errors=True)
+            if res.rng_after is not None:
+                current = res.rng_after
+            if res.nonfinite:
+                return i, states, res
+        return None, states, None
+
+    def _localize(self, batch: Any, rng: RNGState, size: int) -> tuple[Localizer, Flow, Execution]:
+        loc = Localizer(self.model, batch, size, capture_calls=self.repro_dir is not None, backward=self.backward)
+        res = self.runner.run(batch, rng, label="localize (dispatch mode + module tracker)", instrument=loc.active,
+                              keep_output=True)
+        params = loc.param_keys
+        if res.output.nonfinite:
+            keys = [storage_key(t) for _, t in tensor_leaves(res.value) if not bool(torch.isfinite(t).all())]
+            flow = trace_back(loc.events, keys, param_keys=params, input_keys=loc.input_keys)
+        elif res.gradients is not None and res.gradients.nonfinite:
+            flow = trace_back(loc.events, [], param_keys=params, input_keys=loc.input_keys, phase="backward")
+            backward_events = [e for e in loc.events if e.phase == "backward" and e.producer]
+            flow.origin = backward_events[0] if backward_events else flow.origin
+        else:
+            flow = trace_back(loc.events, [], param_keys=params, input_keys=loc.input_keys)
+            flow.origin = None
+        res.value = None
+        return loc, flow, res
+
+    def _latent_only(self, batch: Any, rng: RNGState) -> None:
+        loc = Localizer(self.model, batch, batch_size(batch))
+        self.runner.run(batch, rng, label="localize (latent check)", instrument=loc.active)
+        flow = trace_back(loc.events, [], param_keys=loc.param_keys, input_keys=loc.input_keys)
+        self.diag.latent = _latent(flow)
+        self.diag.layers = layer_rows(loc.rows, None)
+        self.diag.instrumentation = {"hooks_changed_result": False, "method": "dispatch_mode"}
+
+    def _hook_check(self, batch: Any, rng: RNGState, control: Execution | None) -> HookedRun:
+        holder = HookedRun()
+        res = self.runner.run(batch, rng, label="probe (per-module hooks)",
+                              instrument=lambda: module_hooks(self.model, holder, backward=self.backward))
+        if res.error is not None and holder.method == "probe":
+            holder = HookedRun(method="noop_hooks", error=f"{type(res.error).__name__}: {res.error}")
+            res = self.runner.run(batch, rng, label="per-module hooks (no-op)",
+                                  instrument=lambda: module_hooks(self.model, holder, backward=self.backward))
+        holder.handles = []
+        holder.error = holder.error or (None if res.error is None else str(res.error))
+        self._hooked_nonfinite = res.nonfinite
+        return holder
+
+    def _first_nonfinite(self, index: int, batch: Any, size: int, control: Execution | None, loc: Localizer,
+                         flow: Flow, loc_res: Execution, hooked: HookedRun | None) -> Facts:
+        d = self.diag
+        ctrl = control.output if control else None
+        input_check = check_finite(batch, batch_size=size, prefix="batch")
+        kind = (ctrl.kind if ctrl and ctrl.nonfinite else None) or (
+            control.gradients.kind if control and control.gradients else None) or "nan"
+        facts = Facts(kind=kind, batch_index=index, batch_size=size, bad_params=list(d.nonfinite_parameters))
+        dtypes = model_dtypes(self.model, batch)
+        for cand in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            if cand in dtypes:
+                facts.dtype = str(cand).removeprefix("torch.")
+                break
+        facts.dropout_sites = [f"{n or '<root>'}.{a}={p:g}" for n, _, a, p in dropout_sites(self.model) if p > 0]
+        facts.dropout_config = [a["message"] for a in d.config_audit if not a.get("reached", True)
+                                and a.get("category") == "dropout"]
+        facts.config_notes = [a["message"] for a in d.config_audit if a.get("reached") is False]
+        hooks_changed = bool(hooked is not None and control is not None and control.nonfinite
+                             and not self._hooked_nonfinite)
+        facts.hooks_changed = hooks_changed
+        d.instrumentation = {"hooks_changed_result": hooks_changed, "method": "dispatch_mode",
+                             "probe": hooked.method if hooked else None,
+                             "dispatch_reproduced": loc_res.nonfinite}
+        if loc_res.error is not None:
+            facts.extra_notes.append(f"dispatch-mode localization raised {type(loc_res.error).__name__}: "
+                                     f"{loc_res.error}; origin taken from the probe")
+        elif not loc_res.nonfinite:
+            facts.extra_notes.append("dispatch-mode localization run -> finite (the instrumentation changed the "
+                                     "result); origin taken from the probe")
+        d.first_nonfinite = origin_record(self.model, facts, flow=flow, loc=loc, ctrl=ctrl, input_check=input_check,
+                                          bad_params=d.nonfinite_parameters, hooked=hooked)
+        origin = flow.origin
+        d.latent = _latent(flow)
+        facts.latent = d.latent
+        d.layers = layer_rows(loc.rows, origin.call if origin is not None else None)
+        return facts
+
+    # ------------------------------------------------------------------ replay
+    def _spent(self) -> int:
+        """Passes spent on the failing batch (the clean batches' control runs before it do not count)."""
+        return self.runner.passes - self._clean_controls
+
+    def _naive_hooks(self, batch: Any, rng: RNGState, facts: Facts) -> None:
+        """Plain per-module hooks on every module: fused fast paths (``nn.TransformerEncoderLayer``) refuse
+        to run under them, so hook-based tools can hide the failure. Checked when a fused op is involved."""
+        fused = ("aten._transformer_encoder_layer_fwd", "aten._native_multi_head_attention")
+        layers = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+        if facts.hooks_changed or facts.leaf is not None or not (
+                facts.op in fused or any(isinstance(m, layers) for m in self.model.modules())):
+            return
+        holder = HookedRun(method="noop_hooks")
+        res = self.runner.run(batch, rng, label="per-module hooks",
+                              instrument=lambda: module_hooks(self.model, holder, backward=self.backward))
+        if res.error is not None:
+            return
+        self.diag.replay.append({"variant": "per-module hooks", "changes": {"module_hooks": True},
+                                 "nonfinite": res.nonfinite, "samples": list(res.samples)})
+        if res.nonfinite:
+            facts.evidence.append(f"per-module hooks -> {_word(res, facts.kind)}")
+            return
+        facts.hooks_changed = True
+        if self.diag.instrumentation is not None:
+            self.diag.instrumentation["hooks_changed_result"] = True
+
+    def _reserve(self, size: int) -> int:
+        return (2 * math.ceil(math.log2(size)) + 2 if size > 1 else 0) + 1
+
+    def _replay_matrix(self, batch: Any, rng: RNGState, loc: Localizer, facts: Facts) -> None:
+        d = self.diag
+        size = facts.batch_size
+        if facts.leaf is not None:  # input or parameter already non-finite: replays cannot change that
+            facts.evidence.append("replay matrix skipped: the non-finite value exists before any layer runs")
+            return
+        variants = plan_variants(self.model, batch, mode=self.mode, backward=self.backward, ops_seen=loc.ops_seen)
+        for v in variants:
+            if v.key == "upcast64" and facts.results.get("upcast") is False:
+                continue
+            if v.skipped:
+                facts.evidence.append(f"{v.label}: skipped ({v.skipped})")
+                continue
+            if self._spent() + self._reserve(size) >= (d.budget or 0):
+                facts.evidence.append(f"{v.label}: skipped (pass budget)")
+                continue
+            self._run_variant(v, batch, rng, facts)
+
+    def _run_variant(self, v: Variant, batch: Any, rng: RNGState, facts: Facts) -> None:
+        contexts = v.contexts
+        try:
+            data = v.batch_fn(batch) if v.batch_fn else batch
+            net = v.model_fn() if v.model_fn else None
+        except Exception as e:  # e.g. a model that cannot be deep-copied: cast in place and restore
+            if v.fallback is None:
+                facts.evidence.append(f"{v.label}: skipped ({type(e).__name__}: {e})")
+                return
+            net, contexts = None, (*contexts, v.fallback)
+        res = self.runner.run(data, rng, label=v.label, mode=v.mode, grad=v.grad, contexts=contexts, model=net)
+        entry = {"variant": v.label, "changes": dict(v.changes), "nonfinite": res.nonfinite,
+                 "samples": list(res.samples)}
+        if res.error is not None:
+            entry["error"] = f"{type(res.error).__name__}: {res.error}"
+        else:
+            facts.results[v.key] = res.nonfinite
+        self.diag.replay.append(entry)
+        facts.evidence.append(f"{v.label} -> {_word(res, facts.kind)}")
+
+    # ------------------------------------------------------------------ samples
+    def _samples(self, batch: Any, rng: RNGState, size: int, facts: Facts) -> SampleSearch | None:
+        if facts.leaf is not None or size <= 1:
+            return None
+        budget = (self.diag.budget or 0) - self._spent() - 1
+        cands = facts.samples
+        search = find_samples(lambda b, label, ch: self.runner.run(b, rng, label=label), batch, cands,
+                              budget=max(budget, 0), kind=facts.kind)
+        self.diag.replay.extend(search.replay)
+        facts.evidence.extend(search.evidence)
+        if search.composition:
+            facts.composition = True
+        if search.independent and facts.samples != search.failing and search.failing:
+            facts.samples = search.failing
+        return search
+
+    def _batch_sizes(self, index: int, batch: Any, rng: RNGState, search: SampleSearch | None,
+                     facts: Facts) -> None:
+        if facts.leaf is not None or self._spent() >= (self.diag.budget or 0):
+            return
+        size = facts.batch_size
+        rows = (search.minimal if search and search.minimal else None) or list(range(size))
+        core = select_samples(batch, rows) if len(rows) < size else batch
+        donors = [j for j in range(len(self.batches)) if j != index]
+        if donors:
+            j = donors[0]
+            other = self.batches[j]
+            try:
+                mixed = concat_batches(core, other)
+            except Exception:  # structures differ
+                return
+            n = batch_size(mixed)
+            label = f"samples {', '.join(map(str, rows[:8]))} re-batched with batch {j} (batch of {n})"
+        elif size == 1:
+            mixed = concat_batches(batch, batch)
+            n = 2
+            label = "the same sample twice (batch of 2)"
+        else:
+            return
+        if n == len(rows):
+            return
+        res = self.runner.run(mixed, rng, label=label)
+        bad_core = [i for i in res.samples if i < len(rows)]
+        self.diag.replay.append({"variant": label, "changes": {"batch_size": n, "samples": rows},
+                                 "nonfinite": res.nonfinite, "samples": [rows[i] for i in bad_core]})
+        facts.evidence.append(f"{label} -> {_word(res, facts.kind)}")
+        if res.error is None and not res.nonfinite:
+            facts.rebatch_fixed = label + " -> finite"
+
+    # ------------------------------------------------------------------ repro
+    def _repro(self, loc: Localizer, flow: Flow, rng: RNGState) -> str | None:
+        from nanprobe.diagnose.repro import write_repro
+
+        origin = flow.origin
+        if origin is None or origin.call is None or origin.call not in loc.calls:
+            return None
+        module, args, kwargs = loc.calls[origin.call]
+        if origin.call in loc.call_rng:
+            rng = RNGState(torch_cpu=loc.call_rng[origin.call])
+        try:
+            path = write_repro(Path(self.repro_dir), module, args, kwargs, rng=rng, name=origin.module,
+                               training=self.mode == "train", grad=self.mode == "train" or self.backward,
+                               fastpath=torch.backends.mha.get_fastpath_enabled())
+        except Exception as e:  # pickling a user module can fail; the diagnosis still stands
+            self.diag.verdict = self.diag.verdict or None
+            if self.diag.verdict is not None:
+                self.diag.verdict["evidence"].append(f"repro not written: {type(e).__name__}: {e}")
+            return None
+        return str(path)
+
+
+def _latent(flow: Flow) -> list[dict[str, Any]]:
+    seen: set[tuple[str, str, str]] = set()
+    out: list[dict[str, Any]] = []
+    for e in flow.latent:
+        key = (e.module, e.kind, e.op)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"module": e.module, "kind": e.kind, "op": e.op, "phase": e.phase})
+    return out

@@ -1,0 +1,155 @@
+"""Data flow of non-finite values between ops: which op produced the value that reached the output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["Flow", "OpEvent", "storage_key", "tensor_kinds", "trace_back"]
+
+
+def storage_key(t: torch.Tensor) -> Any:
+    """Identity of the memory a tensor lives in (views and in-place results share it)."""
+    try:
+        return ("s", t.untyped_storage().data_ptr(), t.device.type)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return ("t", id(t))
+
+
+def tensor_kinds(t: torch.Tensor) -> frozenset[str]:
+    """Which of "nan", "+inf", "-inf" occur in ``t`` (empty when all finite)."""
+    try:
+        x = t.detach()
+        if x.is_nested:
+            x = x.values() if x.layout == torch.jagged else torch.nested.to_padded_tensor(x, 0.0)
+        if x.numel() == 0:
+            return frozenset()
+        if x.is_complex():
+            x = x.abs()
+        if bool(torch.isfinite(x).all()):
+            return frozenset()
+        found = set()
+        if bool(torch.isnan(x).any()):
+            found.add("nan")
+        if bool((x == float("inf")).any()):
+            found.add("+inf")
+        if bool((x == float("-inf")).any()):
+            found.add("-inf")
+        return frozenset(found)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return frozenset()
+
+
+def contract_kind(kinds: Iterable[frozenset[str]]) -> str:
+    """"nan" when any NaN, else "inf"."""
+    return "nan" if any("nan" in k for k in kinds) else "inf"
+
+
+@dataclass
+class OpEvent:
+    """One op call whose output carried a non-finite value."""
+
+    index: int
+    op: str
+    module: str
+    module_type: str
+    phase: str
+    out_keys: list[Any]
+    in_keys: list[Any]
+    in_kinds: list[frozenset[str]]
+    out_kinds: list[frozenset[str]]
+    mask_consumer: bool = False
+    call: int | None = None
+    node: str | None = None
+    inner_op: str | None = None
+    samples: list[int] = field(default_factory=list)
+    source: str | None = None
+
+    @property
+    def producer(self) -> bool:
+        """Finite inputs, non-finite output; -inf masks fed to a softmax/attention op count as finite."""
+        if not self.in_kinds:
+            return True
+        return self.mask_consumer and all(k == frozenset({"-inf"}) for k in self.in_kinds)
+
+    @property
+    def kind(self) -> str:
+        return contract_kind(self.out_kinds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "op": self.op, "module": self.module, "phase": self.phase, "kind": self.kind,
+                "samples": list(self.samples), "source": self.source, "node": self.node}
+
+
+@dataclass
+class Flow:
+    """Where the non-finite output came from."""
+
+    origin: OpEvent | None = None
+    leaf: str | None = None  # "<input>" or a parameter/buffer name, when the chain starts outside any op
+    chain: set[int] = field(default_factory=set)
+    latent: list[OpEvent] = field(default_factory=list)
+
+
+def trace_back(events: list[OpEvent], final_keys: Iterable[Any], *, param_keys: dict[Any, str],
+               input_keys: set[Any], phase: str = "forward") -> Flow:
+    """Walk from the storages of the non-finite final values back through the ops that wrote them to the
+    earliest producer on the chain (or to the input/parameter already carrying the value)."""
+    everything = events
+    events = [e for e in events if e.phase == phase] if phase == "backward" else events
+    writers: dict[Any, list[int]] = {}
+    for pos, e in enumerate(events):
+        for k in e.out_keys:
+            writers.setdefault(k, []).append(pos)
+    producers: set[int] = set()
+    leaves: list[str] = []
+    chain: set[int] = set()
+    seen: set[tuple[Any, int]] = set()
+    final_keys = list(final_keys)
+    todo: list[tuple[Any, int]] = [(k, len(events)) for k in final_keys]
+    while todo:
+        key, before = todo.pop()
+        if (key, before) in seen:
+            continue
+        seen.add((key, before))
+        earlier = [p for p in writers.get(key, []) if p < before]
+        if not earlier:
+            if key in input_keys:
+                leaves.append("<input>")
+            elif key in param_keys:
+                leaves.append(param_keys[key])
+            elif before < len(events):  # a constant made outside any op: its first consumer introduced it
+                producers.add(before)
+            continue
+        pos = earlier[-1]
+        chain.add(pos)
+        e = events[pos]
+        if e.producer:
+            producers.add(pos)
+            continue
+        todo.extend((k, pos) for k, kinds in zip(e.in_keys, e.in_kinds)
+                    if not (e.mask_consumer and kinds == frozenset({"-inf"})))  # masks are not the failure
+    flow = Flow(chain={events[p].index for p in chain})
+    if "<input>" in leaves:
+        flow.leaf = "<input>"
+    elif leaves:
+        flow.leaf = sorted(leaves)[0]
+    if producers:
+        flow.origin = events[min(producers)]
+    elif flow.leaf is None and final_keys:
+        flow.origin = _kind_aware(events)
+    flow.latent = [e for e in everything if e.producer and e.phase == "forward"
+                   and (phase == "backward" or e.index not in flow.chain) and e is not flow.origin]
+    return flow
+
+
+def _kind_aware(events: list[OpEvent]) -> OpEvent | None:
+    """Fallback when storage links break: the first op emitting NaN from NaN-free inputs, else the first
+    producer."""
+    for e in events:
+        if "nan" in frozenset().union(*e.out_kinds) and not any("nan" in k for k in e.in_kinds):
+            return e
+    return next((e for e in events if e.producer), None)

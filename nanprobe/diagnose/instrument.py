@@ -1,0 +1,65 @@
+"""The instrumentation check: does the per-module-hook probe see what the uninstrumented control saw?"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+__all__ = ["HookedRun", "module_hooks"]
+
+
+@dataclass
+class HookedRun:
+    """What the hooked run left behind: the probe's result when the probe was used."""
+
+    method: str = "probe"
+    result: Any = None
+    error: str | None = None
+    handles: list[Any] = field(default_factory=list)
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+@contextlib.contextmanager
+def module_hooks(model: nn.Module, holder: HookedRun, *, backward: bool = False) -> Iterator[None]:
+    """Per-module hooks on every module: nanprobe's probe when it is available, else no-op forward hooks
+    (which have the same effect on fast paths). Every handle is removed on exit."""
+    probe_cls = None
+    try:
+        from nanprobe.probe import Probe as probe_cls  # type: ignore[no-redef]
+    except ImportError:
+        probe_cls = None
+    if probe_cls is not None and holder.method == "probe":
+        probe = probe_cls(model, backward=backward)
+        with probe as p:
+            try:
+                yield
+            finally:
+                holder.result = p
+        return
+    holder.method = "noop_hooks"
+    try:
+        for m in model.modules():
+            holder.handles.append(m.register_forward_pre_hook(_noop))
+            holder.handles.append(m.register_forward_hook(_noop))
+        yield
+    finally:
+        for h in holder.handles:
+            h.remove()
+        holder.handles.clear()
+
+
+def probe_result(holder: HookedRun) -> Any:
+    """The probe's result object, or None."""
+    if holder.result is None:
+        return None
+    try:
+        return holder.result.result()
+    except Exception:  # the probe is best-effort here; the control and localization decide
+        return None

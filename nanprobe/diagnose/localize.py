@@ -1,0 +1,367 @@
+"""Op-level localization without per-module hooks: a TorchDispatchMode checks every op's outputs while
+global module hooks (which keep fast paths such as ``nn.TransformerEncoderLayer``'s intact) tell which
+module is running. Data flow is then walked back from the non-finite model output to its producer."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import nanprobe
+from nanprobe._hooks import remove_handle
+from nanprobe.diagnose.flow import OpEvent, storage_key, tensor_kinds
+from nanprobe.diagnose.masks import fully_masked, is_mask_consumer
+from nanprobe.sentinel import tensor_leaves
+
+__all__ = ["CallRow", "Localizer"]
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_OWN_DIR = os.path.dirname(nanprobe.__file__)
+_SKIP_PREFIXES = (_TORCH_DIR, _OWN_DIR, "<")
+_TRACKED_ATTR = "_nanprobe_module"
+
+
+def user_source(skip: tuple[str, ...] = _SKIP_PREFIXES) -> str | None:
+    """``file:line`` of the innermost Python frame outside torch and nanprobe."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not name.startswith(skip) and "/contextlib.py" not in name and "/functools.py" not in name:
+            return format_source(name, frame.f_lineno)
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def format_source(filename: str, line: int) -> str:
+    rel = os.path.relpath(filename) if os.path.isabs(filename) else filename
+    return f"{rel if not rel.startswith('..') else filename}:{line}"
+
+
+def _source_from_trace(trace: Any) -> str | None:
+    """The innermost user frame of an anomaly-mode forward trace (a list of formatted stack strings)."""
+    if not trace:
+        return None
+    text = "".join(trace) if isinstance(trace, (list, tuple)) else str(trace)
+    found: str | None = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith('File "'):
+            continue
+        name, _, rest = line[6:].partition('", line ')
+        number = rest.split(",", 1)[0]
+        if not name.startswith(_SKIP_PREFIXES) and number.isdigit():
+            found = format_source(name, int(number))
+    return found
+
+
+@dataclass
+class CallRow:
+    """One module call seen by the global hooks, with its output statistics."""
+
+    index: int
+    module: str
+    module_type: str
+    phase: str = "forward"
+    stats: dict[str, Any] = field(default_factory=dict)
+    nonfinite: bool = False
+    parent: int | None = None
+    role: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "module": self.module, "module_type": self.module_type, "phase": self.phase,
+                **self.stats, "role": self.role}
+
+
+def _fold_stats(tensors: list[torch.Tensor]) -> dict[str, Any]:
+    out: dict[str, Any] = {"min": None, "max": None, "absmax": None, "mean": None, "std": None, "nan": 0, "inf": 0}
+    means: list[float] = []
+    stds: list[float] = []
+    for t in tensors:
+        if t.is_nested or t.numel() == 0:
+            continue
+        x = t.detach()
+        x = x.abs() if x.is_complex() else x
+        finite = torch.isfinite(x)
+        out["nan"] += int(torch.isnan(x).sum())
+        out["inf"] += int(torch.isinf(x).sum())
+        vals = x[finite].double()
+        if vals.numel():
+            lo, hi = float(vals.min()), float(vals.max())
+            out["min"] = lo if out["min"] is None else min(out["min"], lo)
+            out["max"] = hi if out["max"] is None else max(out["max"], hi)
+            out["absmax"] = max(abs(out["min"]), abs(out["max"]))
+            means.append(float(vals.mean()))
+            stds.append(float(vals.std(correction=0)))
+    if means:
+        out["mean"] = sum(means) / len(means)
+        out["std"] = max(stds)
+    return out
+
+
+class _Mode(TorchDispatchMode):
+    def __init__(self, owner: Localizer) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        before: dict[int, frozenset[str]] | None = None
+        if not self.owner.suspended and _mutates(func):
+            before = {id(t): tensor_kinds(t) for t in _mutable_args(func, args, kwargs)}
+        out = func(*args, **kwargs)
+        if not self.owner.suspended:
+            self.owner.suspended = True
+            try:
+                self.owner.observe(func, args, kwargs, out, before)
+            finally:
+                self.owner.suspended = False
+        return out
+
+
+def _allocates_uninitialized(op: str) -> bool:
+    """``aten.empty``, ``aten.empty_like``, ``aten.empty_strided``, ``aten.new_empty``...: contents undefined."""
+    name = op.removeprefix("aten.")
+    return name.startswith(("empty", "new_empty"))
+
+
+def _mutates(func: Any) -> bool:
+    schema = getattr(func, "_schema", None)
+    return bool(schema is not None and schema.is_mutable)
+
+
+def _mutable_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    for i, arg in enumerate(func._schema.arguments):
+        if arg.alias_info is None or not arg.alias_info.is_write:
+            continue
+        value = args[i] if i < len(args) else kwargs.get(arg.name)
+        found.extend(_flat_tensors(value))
+    return found
+
+
+def _flat_tensors(obj: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    if isinstance(obj, torch.Tensor):
+        found.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            found.extend(_flat_tensors(v))
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            found.extend(_flat_tensors(v))
+    return found
+
+
+class Localizer:
+    """Context manager: while active, records every op that emits a non-finite value, which module ran it,
+    attention ops' fully masked rows, and per-module-call output statistics."""
+
+    def __init__(self, model: nn.Module, batch: Any, batch_size: int | None, *, capture_calls: bool = False,
+                 backward: bool = False) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.names = {id(m): name for name, m in model.named_modules()}
+        self.param_keys: dict[Any, str] = {}
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if p.is_floating_point() and not p.is_nested:
+                self.param_keys.setdefault(storage_key(p), name)
+        self.input_keys = {storage_key(t) for _, t in tensor_leaves(batch) if not t.is_nested}
+        self.events: list[OpEvent] = []
+        self.rows: list[CallRow] = []
+        self.stack: list[CallRow] = []
+        self.attention: list[dict[str, Any]] = []
+        self.ops_seen: set[str] = set()
+        self.uninitialized: set[Any] = set()  # storages from aten.empty* not yet written to
+        self.suspended = False
+        self.capture_calls = capture_calls
+        self.calls: dict[int, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]] = {}
+        self.call_rng: dict[int, torch.Tensor] = {}
+        self.call_samples: dict[int, list[int]] = {}
+        self.backward = backward
+        self._keep: list[Any] = []
+        self._input_grad_fns: dict[int, set[Any]] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Localizer]:
+        hooks = [
+            torch.nn.modules.module.register_module_forward_pre_hook(self._pre),
+            torch.nn.modules.module.register_module_forward_hook(self._post, always_call=True),
+        ]
+        patched: list[nn.Module] = []
+        try:
+            if self.capture_calls:
+                for m in self.model.modules():
+                    if "forward" in m.__dict__ or isinstance(m, torch.jit.ScriptModule):
+                        continue
+                    try:
+                        m.forward = self._capturing(m, m.forward)  # type: ignore[method-assign]
+                    except (AttributeError, TypeError, RuntimeError):
+                        continue
+                    patched.append(m)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Aa]nomaly [Dd]etection.*")
+                anomaly = (torch.autograd.set_detect_anomaly(True, check_nan=False) if self.backward
+                           else contextlib.nullcontext())
+                with anomaly, _Mode(self):
+                    yield self
+        finally:
+            for h in hooks:
+                remove_handle(h)
+            for m in patched:
+                m.__dict__.pop("forward", None)
+            self.stack.clear()
+
+    def _capturing(self, module: nn.Module, forward: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self.stack and self.stack[-1].module == self.names.get(id(module)):
+                self.calls[self.stack[-1].index] = (module, args, kwargs)
+                self.call_rng[self.stack[-1].index] = torch.get_rng_state()
+            return forward(*args, **kwargs)
+        return wrapper
+
+    # ---------------------------------------------------------------- module tracking
+    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        name = self.names.get(id(module))
+        if name is None:
+            name = f"<{type(module).__name__}>"
+        row = CallRow(index=len(self.rows), module=name, module_type=type(module).__name__,
+                      parent=self.stack[-1].index if self.stack else None)
+        self.rows.append(row)
+        self.stack.append(row)
+        if self.backward and torch.is_grad_enabled():
+            self._input_grad_fns[row.index] = {t.grad_fn for t in _flat_tensors(args) if t.grad_fn is not None}
+
+    def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if not self.stack:
+            return
+        row = self.stack.pop()
+        was = self.suspended
+        self.suspended = True
+        try:
+            tensors = [t for _, t in tensor_leaves(output)]
+            row.stats = _fold_stats(tensors)
+            row.nonfinite = bool(row.stats["nan"] or row.stats["inf"])
+            if row.nonfinite:
+                self.call_samples[row.index] = self._rows_of(tensors)
+            if self.backward:
+                self._label_graph(row, tensors)
+        except RuntimeError:
+            pass
+        finally:
+            self.suspended = was
+
+    def _label_graph(self, row: CallRow, outputs: list[torch.Tensor]) -> None:
+        """Name the autograd nodes created inside this call (innermost calls label theirs first)."""
+        stop = self._input_grad_fns.pop(row.index, set())
+        todo = [t.grad_fn for t in outputs if t.grad_fn is not None]
+        seen: set[int] = set()
+        while todo:
+            node = todo.pop()
+            if node is None or id(node) in seen or node in stop:
+                continue
+            seen.add(id(node))
+            meta = node.metadata
+            if _TRACKED_ATTR in meta:
+                continue
+            meta[_TRACKED_ATTR] = (row.module, row.module_type)
+            todo.extend(n for n, _ in node.next_functions if n is not None)
+
+    # ---------------------------------------------------------------- op observation
+    def observe(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
+                before: dict[int, frozenset[str]] | None = None) -> None:
+        """Record ``func`` if it emitted a non-finite value; ``before`` holds the kinds of the tensors it
+        mutated, as they were before it ran."""
+        op = _op_name(func)
+        self.ops_seen.add(op)
+        if _allocates_uninitialized(op):  # garbage bits can look like NaN: never evidence
+            self.uninitialized.update(storage_key(t) for t in _flat_tensors(out))
+            return
+        if before is not None and self.uninitialized:
+            for t in _mutable_args(func, args, kwargs):
+                key = storage_key(t)
+                if key in self.uninitialized:
+                    self.uninitialized.discard(key)
+                    before[id(t)] = frozenset()
+        node = torch._C._current_autograd_node()
+        phase = "backward" if node is not None else "forward"
+        if phase == "forward" and is_mask_consumer(op):
+            rows = fully_masked(op, args, kwargs, self.batch_size)
+            if rows:
+                self.attention.append({"op": op, "module": self._current()[0], "rows": rows})
+        outs = [t for t in _flat_tensors(out) if t.is_floating_point() or t.is_complex()]
+        bad_out = [(t, k) for t in outs if (k := tensor_kinds(t))]
+        if not bad_out:
+            return
+        bad_in: list[tuple[Any, frozenset[str]]] = []
+        for t in _flat_tensors((args, kwargs)):
+            if not (t.is_floating_point() or t.is_complex()):
+                continue
+            k = before[id(t)] if before is not None and id(t) in before else tensor_kinds(t)
+            if k:
+                bad_in.append((storage_key(t), k))
+        if phase == "backward":
+            module, module_type = node.metadata.get(_TRACKED_ATTR, ("", ""))
+        else:
+            module, module_type = self._current()
+        event = OpEvent(index=len(self.events), op=op, module=module, module_type=module_type, phase=phase,
+                        out_keys=[storage_key(t) for t, _ in bad_out], in_keys=[k for k, _ in bad_in],
+                        in_kinds=[k for _, k in bad_in], out_kinds=[k for _, k in bad_out],
+                        mask_consumer=is_mask_consumer(op),
+                        call=self.stack[-1].index if self.stack and phase == "forward" else None)
+        if node is not None:
+            event.node = node.name()
+            event.op = _forward_op(event.node) or op
+            event.inner_op = op
+        if event.producer:
+            event.samples = self._rows_of([t for t, _ in bad_out])
+            if phase == "forward":
+                event.source = user_source()
+            elif node is not None:
+                event.source = _source_from_trace(node.metadata.get("traceback_"))
+        self._keep.append(out)
+        self.events.append(event)
+
+    def _current(self) -> tuple[str, str]:
+        if self.stack:
+            return self.stack[-1].module, self.stack[-1].module_type
+        return "", type(self.model).__name__
+
+    def _rows_of(self, tensors: list[torch.Tensor]) -> list[int]:
+        size = self.batch_size
+        found: set[int] = set()
+        for t in tensors:
+            if size is None or t.is_nested or t.dim() == 0:
+                continue
+            if t.shape[0] != size:  # (L, B, E) of a batch_first=False module
+                if t.dim() < 2 or t.shape[1] != size:
+                    continue
+                t = t.transpose(0, 1)
+            bad = ~torch.isfinite(t.detach())
+            found.update(int(i) for i in bad.reshape(size, -1).any(dim=1).nonzero().flatten().tolist())
+        return sorted(found)
+
+
+def _forward_op(node: str) -> str | None:
+    """``SqrtBackward0`` -> ``aten.sqrt``; ``NativeLayerNormBackward0`` -> ``aten.native_layer_norm``."""
+    stem = re.sub(r"Backward\d*$", "", node.rsplit("::", 1)[-1])
+    if not stem or stem == node:
+        return None
+    return "aten." + re.sub(r"(?<!^)(?=[A-Z])", "_", stem).lower()
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", str(func))  # e.g. "log.default"
+    packet = name.split(".")[0]
+    return f"aten.{packet}" if getattr(func, "namespace", "aten") == "aten" else f"{func.namespace}.{packet}"
