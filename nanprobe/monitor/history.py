@@ -1,0 +1,69 @@
+"""Bounded per-step history of scalars (loss, grad norm, learning rate, ...): a ring buffer of plain floats."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["History", "scalar"]
+
+
+def scalar(value: Any) -> float | None:
+    """A plain float from a Python number or a one-element tensor (one host read), else None."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            value = value.detach().float().mean()
+        return float(value.detach().reshape(()).item())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class History:
+    """One record per step, ``{"step": k, "loss": ..., ...}``; at most ``maxlen`` records are kept.
+
+    Values logged for the same step are merged into one record. Nothing but Python floats is stored."""
+
+    def __init__(self, maxlen: int = 200) -> None:
+        if maxlen < 1:
+            raise ValueError(f"history must keep at least one step, not {maxlen}")
+        self.maxlen = maxlen
+        self._records: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self.total = 0  # records ever closed
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def log(self, step: int, values: Mapping[str, Any]) -> None:
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            number = scalar(value)
+            if number is not None:
+                clean[key] = number
+        if not clean:
+            return
+        if self._records and self._records[-1]["step"] == step:
+            self._records[-1].update(clean)
+            return
+        self._records.append({"step": step, **clean})
+        self.total += 1
+
+    def tail(self, n: int | None = None) -> list[dict[str, Any]]:
+        """The last ``n`` records (all kept when None), JSON-ready (non-finite floats become strings)."""
+        records = list(self._records)
+        if n is not None:
+            records = records[-n:] if n > 0 else []
+        return [{k: _json_number(v) for k, v in r.items()} for r in records]
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

@@ -1,0 +1,376 @@
+"""The monitor: watch a model's own calls in a training or eval loop, catch the first non-finite step cheaply,
+and leave a post-mortem bundle that explains it.
+
+    with monitor(model, out_dir="nan-bundles") as mon:   # the loop itself is unchanged
+        for x, y in loader:
+            loss = loss_fn(model(x), y)
+            mon.check_loss(loss).backward()                 # optional: loss and gradient checks
+            mon.after_backward()
+            optimizer.step()
+
+Sentinel mode (the default) adds no per-module hook (so native fast paths stay on), captures the RNG before
+each top-level call and reads one flag back per call. Full mode also re-runs every ``every``-th step's batch
+under the per-layer probe (a separate, side-effect-free run) and keeps the per-layer stats.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nanprobe.batches import ModelCall, batch_size
+from nanprobe.errors import NonFiniteError
+from nanprobe.monitor.distributed import RankSync, rank_and_world
+from nanprobe.monitor.failure import Failure, FailureContext, handle_failure, sample_layers
+from nanprobe.monitor.history import History, scalar
+from nanprobe.monitor.methods import patch_method
+from nanprobe.rng import RNGState
+from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients, tensor_leaves
+from nanprobe.watch import CallEvent, Watcher
+
+__all__ = ["Monitor", "NonFiniteWarning", "Policy", "monitor"]
+
+
+class Policy(str, Enum):
+    RAISE = "raise"
+    DUMP = "dump"
+    WARN = "warn"
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Issued by ``on_nonfinite="warn"`` after the bundle is written."""
+
+
+@dataclass
+class StepCall:
+    """What the monitor keeps of the current step: references to the call's inputs, never its outputs."""
+
+    step: int
+    epoch: int | None
+    call: ModelCall
+    rng: RNGState | None
+    training: bool
+    grad_enabled: bool
+    method: str | None = None  # None: forward (``model(...)``)
+
+
+@dataclass
+class _Pending:
+    phase: str  # "forward" | "loss" | "backward"
+    check: FiniteCheck
+    call: StepCall | None
+
+
+@dataclass
+class MonitorSettings:
+    out_dir: Path
+    on_nonfinite: Policy = Policy.RAISE
+    mode: str = "sentinel"
+    every: int = 100
+    diagnose: bool = True
+    save_model: str = "state"
+    checkpoint: str | None = None
+    factory: str | None = None
+    config: dict[str, Any] | None = None
+    run_config: dict[str, Any] | None = None
+    run_name: str = "run"
+    history: int = 200
+    max_bundles: int = 1
+    layer_snapshots: int = 8
+    methods: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Monitor:
+    """Created by :func:`monitor`; use it as a context manager (or :meth:`start` / :meth:`stop`)."""
+
+    def __init__(self, model: nn.Module, settings: MonitorSettings, *, optimizer: Any | None = None,
+                 distributed: bool | None = None, group: Any | None = None) -> None:
+        self.model = model
+        self.settings = settings
+        self.optimizer = optimizer
+        self._distributed = distributed
+        self._group = group
+        self.sync: RankSync | None = None
+        self.rank, self.world_size = rank_and_world()
+        self.history = History(settings.history)
+        self.layer_history: deque[dict[str, Any]] = deque(maxlen=settings.layer_snapshots)
+        self.failures: list[Failure] = []
+        self.nonfinite_steps = 0
+        self.calls = 0
+        self.epoch: int | None = None
+        self._step = 0
+        self._manual = False
+        self._last: StepCall | None = None
+        self._pending: list[_Pending] = []
+        self._watcher = Watcher(self._on_call, capture_rng=True, check_outputs=False)
+        self._undo: list[Callable[[], None]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> Monitor:
+        self.sync = RankSync.detect(self._distributed, self._group)
+        if self.sync is not None:
+            self.rank, self.world_size = self.sync.rank, self.sync.world_size
+        self._watcher.watch(self.model, type(self.model).__name__)
+        try:
+            for method in self.settings.methods:
+                self._undo.append(patch_method(self.model, method, lambda fn, m=method: self._wrap(fn, m)))
+            self._watcher.install()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        undo, self._undo = self._undo, []
+        for fn in reversed(undo):
+            fn()
+        self._watcher.remove()
+        self._watcher.unwatch(self.model)
+        self._last = None
+        self._pending.clear()
+
+    def __enter__(self) -> Monitor:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        pending = list(self._pending)
+        self.stop()
+        if pending and exc_type is None:  # found after the last agreement point: handled on this rank alone
+            self._handle(pending, [self.rank])
+
+    # -- public API ------------------------------------------------------------------------------
+    @property
+    def current_step(self) -> int:
+        return self._step
+
+    @property
+    def bundles(self) -> list[Path]:
+        return [f.bundle for f in self.failures if f.bundle is not None]
+
+    def step(self, epoch: int | None = None) -> None:
+        """Mark the end of a training step (optional: without it every top-level model call is one step).
+        Under torch.distributed this is where the ranks agree (every rank must call it)."""
+        self._manual = True
+        if self.sync is not None:
+            self._exchange(None)
+        self._advance()
+        if epoch is not None:
+            self.epoch = epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def log(self, **values: Any) -> None:
+        """Record scalars for this step (``loss=``, ``grad_norm=``, ``lr=``, anything numeric). Values are
+        stored as floats in a ring buffer of ``history`` steps; a tensor costs one host read."""
+        if "epoch" in values and values["epoch"] is not None:
+            self.epoch = int(values["epoch"])
+        self.history.log(self._step, values)
+
+    def check_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        """Check a loss (and log it); returns it unchanged, so ``mon.check_loss(loss).backward()`` works.
+        One host read, which also gives the logged value."""
+        value = scalar(loss)
+        self.history.log(self._step, {"loss": value})
+        if value is not None and not _finite(value):
+            kind = "nan" if value != value else "inf"
+            self._found(_Pending("loss", FiniteCheck(True, kind, ("loss",), ()), self._last))
+        return loss
+
+    def after_backward(self, model: nn.Module | None = None) -> float | None:
+        """Check every parameter's gradient after ``backward()`` (before the optimizer step) and log the
+        global grad norm, which it returns. One host read."""
+        target = _unwrap(model if model is not None else self.model)
+        grads = [p.grad.detach() for p in target.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        norms = torch.stack([torch.linalg.vector_norm(g.float()).to(grads[0].device) for g in grads])
+        finite = torch.stack([torch.isfinite(g).all().to(grads[0].device) for g in grads]).all()
+        total, ok = torch.stack([torch.linalg.vector_norm(norms), finite.float()]).tolist()
+        self._log_lr()
+        self.history.log(self._step, {"grad_norm": total})
+        if not ok:
+            self._found(_Pending("backward", check_gradients(target), self._last))
+        return total
+
+    # -- the hook --------------------------------------------------------------------------------
+    def _wrap(self, fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+        """What the watcher does for ``forward``, for a method: RNG before, arguments and check after."""
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            rng = RNGState.capture()
+            with self._watcher.paused():  # its own model(...) calls inside are part of this call
+                output = fn(*args, **kwargs)
+            self._on_call(CallEvent(model=self.model, name=method, call_index=self.calls,
+                                    call=ModelCall(tuple(args), dict(kwargs)), rng=rng, output=output, check=CLEAN,
+                                    training=self.model.training, grad_enabled=torch.is_grad_enabled()),
+                          method=method)
+            return output
+
+        return watched
+
+    def _on_call(self, event: CallEvent, method: str | None = None) -> None:
+        if not self._manual and self.calls > 0:
+            self._advance()
+        self.calls += 1
+        record = StepCall(self._step, self.epoch, event.call, event.rng, event.training, event.grad_enabled, method)
+        self._last = record
+        bad = _nonfinite_flag(event.output)
+        if self.settings.mode == "full" and self._step % self.settings.every == 0:
+            self._sample(record)
+        if self.sync is not None and not self._manual and event.grad_enabled:
+            self._exchange(bad, event, record)
+            return
+        if bad is not None and bool(bad):
+            check = check_finite(event.output, batch_size=batch_size(event.call))
+            # a no-grad (eval) call is never a collective point: ranks may run different numbers of them
+            self._found(_Pending("forward", check, record), local=not event.grad_enabled)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _advance(self) -> None:
+        self._log_lr()
+        self._step += 1
+
+    def _log_lr(self) -> None:
+        if self.optimizer is not None and getattr(self.optimizer, "param_groups", None):
+            self.history.log(self._step, {"lr": self.optimizer.param_groups[0].get("lr")})
+
+    def _found(self, pending: _Pending, *, local: bool = False) -> None:
+        """A local non-finite value: handled now (one process, or ``local``) or at the next agreement point."""
+        if self.sync is None or local:
+            self._handle([pending], [self.rank])
+        elif not self._pending:
+            self._pending.append(pending)
+
+    def _exchange(self, bad: torch.Tensor | None, event: CallEvent | None = None,
+                  record: StepCall | None = None) -> None:
+        assert self.sync is not None
+        local: bool | torch.Tensor = bool(self._pending)
+        if bad is not None and not self._pending:
+            local = bad
+        ranks = self.sync.exchange(local)
+        if not ranks:
+            return
+        pending = list(self._pending)
+        self._pending.clear()
+        if self.rank in ranks and not pending and event is not None:
+            pending = [_Pending("forward", check_finite(event.output, batch_size=batch_size(event.call)), record)]
+        self._handle(pending, ranks)
+
+    def _context(self) -> FailureContext:
+        return FailureContext(model=self.model, target=_unwrap(self.model), settings=self.settings,
+                              rank=self.rank, world_size=self.world_size, history=self.history,
+                              layer_history=list(self.layer_history), watcher=self._watcher,
+                              bundles_written=len(self.bundles))
+
+    def _handle(self, pending: list[_Pending], ranks: list[int]) -> None:
+        self.nonfinite_steps += 1
+        first = pending[0] if pending else None
+        step = first.call.step if first is not None and first.call is not None else self._step
+        failure = handle_failure(
+            self._context(), step=step, epoch=self.epoch,
+            phase=first.phase if first else None, check=first.check if first else None,
+            call=first.call if first else None, ranks=ranks,
+        )
+        if len(self.failures) < max(self.settings.max_bundles, 1) * 4:
+            self.failures.append(failure)
+        policy = self.settings.on_nonfinite
+        if policy is Policy.RAISE:
+            raise NonFiniteError(failure.message, failure.diagnosis)
+        if policy is Policy.WARN:
+            warnings.warn(failure.message, NonFiniteWarning, stacklevel=3)
+
+    def _sample(self, record: StepCall) -> None:
+        rows = sample_layers(_unwrap(self.model), record, self._watcher)
+        if rows is not None:
+            self.layer_history.append({"step": record.step, "layers": rows})
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module a diagnosis may re-run on its own: DDP/DataParallel wrappers run collectives in forward."""
+    inner = getattr(model, "module", None)
+    if isinstance(inner, nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+        return inner
+    return model
+
+
+def _nonfinite_flag(output: Any) -> torch.Tensor | None:
+    """A 0-dim bool tensor (on the output's device, not read back): True when any output is NaN/Inf."""
+    leaves = [t for _, t in tensor_leaves(output) if t.numel()]
+    if not leaves:
+        return None
+    device = leaves[0].device
+    flags = [torch.isfinite(t.detach()).all().to(device) for t in leaves]
+    return ~(flags[0] if len(flags) == 1 else torch.stack(flags).all())
+
+
+def monitor(
+    model: nn.Module,
+    out_dir: str | Path = "nanprobe-bundles",
+    *,
+    on_nonfinite: str = "raise",
+    mode: str = "sentinel",
+    every: int = 100,
+    diagnose: bool = True,
+    save_model: str = "state",
+    checkpoint: str | Path | None = None,
+    factory: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    history: int = 200,
+    optimizer: Any | None = None,
+    distributed: bool | None = None,
+    group: Any | None = None,
+    max_bundles: int = 1,
+    methods: Sequence[str] = (),
+) -> Monitor:
+    """Watch ``model`` and leave a post-mortem bundle in ``out_dir`` at the first non-finite step.
+
+    on_nonfinite: "raise" (NonFiniteError after the bundle is written), "dump" (write it and go on), "warn"
+      (write it and warn). mode: "sentinel" (cheap) or "full" (per-layer stats every ``every`` steps).
+    save_model: "state" (model.pt with the state dict, plus ``factory``/``config`` so it can be rebuilt;
+      without a factory the whole module is pickled and replay needs --trust-pickle), "reference" (point
+      at ``checkpoint``), "none". ``run_config`` is the run's whole config (for the config audit).
+    distributed: None = on when torch.distributed is initialised with more than one rank. Then the ranks agree
+      with one all_reduce per step: at ``mon.step()`` once it is called, else at every grad-enabled model call
+      (every rank must make the same number of them). No-grad (eval) calls are checked on their rank alone.
+    methods: model methods other than ``forward`` that the loop calls directly (``("train_logits",)``); each
+      call is watched like ``model(...)``, and a diagnosis re-runs that method.
+    """
+    try:
+        policy = Policy(on_nonfinite)
+    except ValueError:
+        raise ValueError(f"on_nonfinite must be 'raise', 'dump' or 'warn', not {on_nonfinite!r}") from None
+    if mode not in ("sentinel", "full"):
+        raise ValueError(f"mode must be 'sentinel' or 'full', not {mode!r}")
+    if save_model not in ("state", "reference", "none"):
+        raise ValueError(f"save_model must be 'state', 'reference' or 'none', not {save_model!r}")
+    if save_model == "reference" and checkpoint is None:
+        raise ValueError("save_model='reference' needs checkpoint= (the path of the model's checkpoint)")
+    if every < 1:
+        raise ValueError(f"every must be >= 1, not {every}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"monitor() takes an nn.Module, not {type(model).__name__}")
+    name = run_name or type(_unwrap(model)).__name__.lower()
+    settings = MonitorSettings(
+        out_dir=Path(out_dir), on_nonfinite=policy, mode=mode, every=every, diagnose=diagnose,
+        save_model=save_model, checkpoint=str(checkpoint) if checkpoint is not None else None, factory=factory,
+        config=dict(config) if config is not None else None,
+        run_config=dict(run_config) if run_config is not None else None,
+        run_name=name, history=history, max_bundles=max_bundles, methods=tuple(methods),
+    )
+    return Monitor(model, settings, optimizer=optimizer, distributed=distributed, group=group)

@@ -1,0 +1,67 @@
+"""Two CPU processes (gloo) under DDP, NaN on rank 1 only: both ranks stop at the same step, no hang."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch.multiprocessing as mp
+
+from nanprobe.postmortem.bundle import load_bundle
+from tests.monitor import dist_worker
+from tests.monitor.dist_worker import FORWARD_BAD_STEP, LOSS_BAD_STEP
+
+TIMEOUT_S = 180
+
+
+def _spawn(tmp_path: Path) -> None:
+    ctx = mp.start_processes(dist_worker.run, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                pytest.fail(f"distributed run did not finish in {TIMEOUT_S}s (a hang)")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+
+
+@pytest.mark.slow
+def test_two_ranks_stop_together_and_the_bundle_names_rank_1(tmp_path: Path) -> None:
+    _spawn(tmp_path)
+    results = {r: json.loads((tmp_path / f"result-{r}.json").read_text()) for r in (0, 1)}
+
+    # forward phase: raise at the same step on both ranks; only rank 1 diagnosed and wrote a bundle
+    for r in (0, 1):
+        fwd = results[r]["forward"]
+        assert fwd["done"] == list(range(FORWARD_BAD_STEP)) and fwd["stopped_at"] == FORWARD_BAD_STEP
+        assert fwd["exchanges"] == FORWARD_BAD_STEP + 1  # one all_reduce per step
+        assert [f["ranks_nonfinite"] for f in fwd["failures"]] == [[1]]
+        assert f"step {FORWARD_BAD_STEP}" in fwd["error"]
+    assert results[0]["forward"]["failures"][0]["bundle"] is None
+    assert "rank(s) [1]" in results[0]["forward"]["error"]
+    bundles = sorted(p.name for p in (tmp_path / "forward").iterdir())
+    assert bundles == [f"fwd-step{FORWARD_BAD_STEP}-rank1"]
+    bundle = load_bundle(tmp_path / "forward" / bundles[0])
+    assert bundle.report["rank"] == 1 and bundle.report["world_size"] == 2
+    assert bundle.report["ranks_nonfinite"] == [1] and bundle.report["monitor"]["detected"]["samples"] == [1]
+    assert bundle.env()["distributed"]["backend"] == "gloo"
+
+    # loss phase (manual steps, dump): both ranks learn at the same step and go on to the end
+    for r in (0, 1):
+        loss = results[r]["loss"]
+        # one exchange per mon.step(), plus one in the first forward (before the monitor learns that
+        # mon.step() marks the steps, every call is a step and exchanges)
+        assert loss["done"] == list(range(6)) and loss["exchanges"] == 6 + 1
+        assert [(f["step"], f["ranks_nonfinite"]) for f in loss["failures"]] == [(LOSS_BAD_STEP, [1])]
+    assert [p.name for p in (tmp_path / "loss").iterdir()] == [f"loss-step{LOSS_BAD_STEP}-rank1"]
+
+    # eval phase (no_grad, uneven shards, dump): no collective per call, rank 1 alone writes its bundle
+    assert results[0]["eval"] == {"calls": 2, "exchanges": 0, "failures": []}
+    assert results[1]["eval"]["calls"] == 3 and results[1]["eval"]["exchanges"] == 0
+    assert [(f["step"], f["ranks_nonfinite"]) for f in results[1]["eval"]["failures"]] == [(2, [1])]
+    assert [p.name for p in (tmp_path / "eval").iterdir()] == ["eval-step2-rank1"]
