@@ -12,8 +12,8 @@ from nanprobe._version import __version__
 from nanprobe.errors import InputError, NanprobeError, NonFiniteError
 
 if TYPE_CHECKING:
-    from nanprobe.diagnose import Diagnosis, diagnose
-    from nanprobe.monitor import Monitor, monitor
+    from nanprobe.diagnosis import Diagnosis, diagnose
+    from nanprobe.monitoring import Monitor, monitor
     from nanprobe.probe import CallRecord, Probe, ProbeResult, probe_model
     from nanprobe.scan import ScanResult, scan_checkpoint
     from nanprobe.stats import TensorStats, tensor_stats
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "CallRecord": "nanprobe.probe",
-    "Diagnosis": "nanprobe.diagnose",
-    "Monitor": "nanprobe.monitor",
+    "Diagnosis": "nanprobe.diagnosis",
+    "Monitor": "nanprobe.monitoring",
     "NanGuard": "nanprobe.testing",
     "Probe": "nanprobe.probe",
     "ProbeResult": "nanprobe.probe",
@@ -30,8 +30,8 @@ _EXPORTS = {
     "StabilityReport": "nanprobe.testing",
     "TensorStats": "nanprobe.stats",
     "assert_stable": "nanprobe.testing",
-    "diagnose": "nanprobe.diagnose",
-    "monitor": "nanprobe.monitor",
+    "diagnose": "nanprobe.diagnosis",
+    "monitor": "nanprobe.monitoring",
     "probe_model": "nanprobe.probe",
     "scan_checkpoint": "nanprobe.scan",
     "tensor_stats": "nanprobe.stats",

@@ -60,9 +60,9 @@ def load_model(bundle: Any, *, model_spec: str | None, trust_pickle: bool, devic
 
 def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     from nanprobe.batches import to_device
-    from nanprobe.diagnose import diagnose
+    from nanprobe.diagnosis import diagnose
     from nanprobe.loading import parse_device
-    from nanprobe.monitor.methods import method_adapter
+    from nanprobe.monitoring.methods import method_adapter
     from nanprobe.postmortem.bundle import load_bundle
     from nanprobe.render import render_diagnosis
 

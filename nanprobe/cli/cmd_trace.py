@@ -141,7 +141,7 @@ def _progress(ctx: CLIContext) -> Iterator[Callable[[str], None]]:
 
 def _run_diagnosis(model: Any, batches: list[Any], *, args: argparse.Namespace, mode: str,
                    config: dict[str, Any] | None, progress: Callable[[str], None]) -> Any:
-    from nanprobe.diagnose import diagnose
+    from nanprobe.diagnosis import diagnose
 
     try:
         return diagnose(model, batches, mode=mode, backward=args.backward, config=config,

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from nanprobe._hooks import remove_handle
 from nanprobe.errors import InputError, NanprobeError
 from nanprobe.probe import special
 from nanprobe.probe.backward import BackwardMixin
@@ -155,7 +156,7 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
     def _detach(self) -> None:
         try:
             while self._handles:
-                self._handles.pop().remove()
+                remove_handle(self._handles.pop())
         finally:
             self._global.clear()
             self._stack.clear()

@@ -21,9 +21,9 @@ def localize(
 
     Returns ``(first_nonfinite, diagnosis, note)``; the note says why there is no origin when there is none."""
     try:
-        from nanprobe.diagnose import diagnose
+        from nanprobe.diagnosis import diagnose
     except ImportError:
-        return None, None, "not localized: nanprobe.diagnose is not available"
+        return None, None, "not localized: nanprobe.diagnosis is not available"
     try:
         diagnosis = diagnose(model, [batch], mode=mode, backward=backward, rng_states=[rng], replay=False)
     except Exception as exc:  # the guard's own failure must never hide the NaN it found

@@ -11,7 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
-import nanprobe.diagnose
+import nanprobe.diagnosis
 from tests.cli import models
 from tests.cli.conftest import CONFIG, FACTORY, Files, _ours
 from tests.cli.helpers import run_cli
@@ -48,14 +48,14 @@ def check_contract(report: dict[str, Any]) -> None:
 def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Records what the CLI passes to diagnose (and still runs the real engine)."""
     seen: dict[str, Any] = {}
-    real = nanprobe.diagnose.diagnose
+    real = nanprobe.diagnosis.diagnose
 
     def wrapper(model: Any, batches: Any, **kwargs: Any) -> Any:
         seen.update(kwargs, model=model, batches=batches)
         kwargs["progress"]("spy label")  # the CLI's progress callback must accept labels
         return real(model, batches, **kwargs)
 
-    monkeypatch.setattr(nanprobe.diagnose, "diagnose", wrapper)
+    monkeypatch.setattr(nanprobe.diagnosis, "diagnose", wrapper)
     return seen
 
 
@@ -187,7 +187,7 @@ def test_model_raising_inside_the_engine_is_exit_2(files: Files, monkeypatch: py
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 4x8)")
 
-    monkeypatch.setattr(nanprobe.diagnose, "diagnose", boom)
+    monkeypatch.setattr(nanprobe.diagnosis, "diagnose", boom)
     r = run_cli("trace", files.ours)
     assert r.code == 2
     errors = [line for line in r.err.splitlines() if line.startswith("nanprobe: error:")]
@@ -221,7 +221,7 @@ def test_render_takes_the_diagnosis_object_or_its_dict() -> None:
     from nanprobe.render import render_diagnosis
 
     model = models.make_broken()
-    diagnosis = nanprobe.diagnose.diagnose(model, models.make_batches(), replay=False)
+    diagnosis = nanprobe.diagnosis.diagnose(model, models.make_batches(), replay=False)
 
     def text(report: Any) -> str:
         console = Console(file=io.StringIO(), width=100, color_system=None)

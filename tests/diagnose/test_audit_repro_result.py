@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from nanprobe.diagnose import CONTRACT_KEYS, Diagnosis, audit_config, diagnose
+from nanprobe.diagnosis import CONTRACT_KEYS, Diagnosis, audit_config, diagnose
 from tests.diagnose import models as M
 
 CONFIG = {"model": {"sasrec_dropout": 0.0, "hidden_size": 8, "num_heads": 2, "num_blocks": 2, "text_dropout": 0.2,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from nanprobe.diagnose import diagnose, pass_budget
+from nanprobe.diagnosis import diagnose, pass_budget
 from tests.diagnose import models as M
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from nanprobe.diagnose import Diagnosis, diagnose
+from nanprobe.diagnosis import Diagnosis, diagnose
 from tests.diagnose import models as M
 
 

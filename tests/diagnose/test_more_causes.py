@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nanprobe.diagnose import diagnose
+from nanprobe.diagnosis import diagnose
 from tests.diagnose import models as M
 
 
@@ -107,7 +107,7 @@ def test_underflow_into_log_is_numerical_domain_with_upcast_evidence() -> None:
 
 
 def test_falls_back_to_the_probe_when_the_dispatch_run_fails(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from nanprobe.diagnose.localize import Localizer
+    from nanprobe.diagnosis.localize import Localizer
 
     def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("dispatch mode unsupported here")

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from nanprobe.errors import NonFiniteError
-from nanprobe.monitor import monitor
+from nanprobe.monitoring import monitor
 from tests.monitor.models import bad_batch, good_batch, make_lognet
 
 BAD_RANK = 1

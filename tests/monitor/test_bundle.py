@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from nanprobe.errors import InputError, NonFiniteError
-from nanprobe.monitor import monitor
-from nanprobe.monitor.failure import CONTRACT_KEYS
+from nanprobe.monitoring import monitor
+from nanprobe.monitoring.failure import CONTRACT_KEYS
 from nanprobe.postmortem import bundle as bundle_mod
 from nanprobe.postmortem.bundle import COMPLETE, STATS_COLUMNS, load_bundle
 from nanprobe.rng import RNGState
@@ -119,7 +119,7 @@ def test_a_crash_midway_leaves_only_a_hidden_partial_that_is_refused(tmp_path: P
         import os, sys
         sys.path.insert(0, {str(Path.cwd())!r})
         from nanprobe.postmortem import bundle
-        from nanprobe.monitor import monitor
+        from nanprobe.monitoring import monitor
         from tests.monitor.models import make_lognet, bad_batch
         def die(d, c):
             (d / "report.html").write_text("half")

@@ -11,7 +11,7 @@ import torch
 
 from nanprobe.cli.main import main
 from nanprobe.errors import NonFiniteError
-from nanprobe.monitor import monitor
+from nanprobe.monitoring import monitor
 from tests.monitor.models import FACTORY_ENCODER, FACTORY_LOGNET, bad_batch, good_batch, make_encoder, make_lognet
 
 

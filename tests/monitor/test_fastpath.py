@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanprobe.errors import NonFiniteError
-from nanprobe.monitor import monitor
+from nanprobe.monitoring import monitor
 from tests.monitor.models import make_encoder
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nanprobe.errors import NonFiniteError
-from nanprobe.monitor import monitor
+from nanprobe.monitoring import monitor
 
 STEPS = 10_000
 

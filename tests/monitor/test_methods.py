@@ -11,7 +11,7 @@ import torch
 
 from nanprobe.cli.main import main
 from nanprobe.errors import NonFiniteError
-from nanprobe.monitor import monitor
+from nanprobe.monitoring import monitor
 from tests.monitor.models import FACTORY_SCORER, make_scorer
 
 

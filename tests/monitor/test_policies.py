@@ -9,7 +9,7 @@ import torch
 from torch.nn.modules import module as module_globals
 
 from nanprobe.errors import NonFiniteError
-from nanprobe.monitor import Monitor, NonFiniteWarning, monitor
+from nanprobe.monitoring import Monitor, NonFiniteWarning, monitor
 from tests.monitor.models import SqrtNet, bad_batch, good_batch, make_lognet
 
 

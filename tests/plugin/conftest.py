@@ -9,7 +9,7 @@ import pytest
 # pytester's in-process runs drop the modules first imported inside them; a second copy of the diagnose
 # engine (imported lazily by the guard at failure time) would then mix with the first. Import it up front.
 with contextlib.suppress(ImportError):
-    import nanprobe.diagnose
+    import nanprobe.diagnosis
     import nanprobe.testing  # noqa: F401
 
 MODELS = '''

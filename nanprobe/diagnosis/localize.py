@@ -19,8 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import nanprobe
 from nanprobe._hooks import remove_handle
-from nanprobe.diagnose.flow import OpEvent, storage_key, tensor_kinds
-from nanprobe.diagnose.masks import fully_masked, is_mask_consumer
+from nanprobe.diagnosis.flow import OpEvent, storage_key, tensor_kinds
+from nanprobe.diagnosis.masks import fully_masked, is_mask_consumer
 from nanprobe.sentinel import tensor_leaves
 
 __all__ = ["CallRow", "Localizer"]

@@ -11,18 +11,18 @@ import torch
 from torch import nn
 
 from nanprobe.batches import batch_size, select_samples
-from nanprobe.diagnose.audit import audit_config
-from nanprobe.diagnose.bisect import SampleSearch, concat_batches, find_samples
-from nanprobe.diagnose.flow import Flow, storage_key, trace_back
-from nanprobe.diagnose.instrument import HookedRun, module_hooks
-from nanprobe.diagnose.layers import layer_rows
-from nanprobe.diagnose.localize import Localizer
-from nanprobe.diagnose.origin import origin_record
-from nanprobe.diagnose.replay import Variant, dropout_sites, model_dtypes, plan_variants
-from nanprobe.diagnose.result import Diagnosis
-from nanprobe.diagnose.runner import Execution, Runner, pass_budget
-from nanprobe.diagnose.samples import describe_samples, masked_positions
-from nanprobe.diagnose.verdict import Facts, decide
+from nanprobe.diagnosis.audit import audit_config
+from nanprobe.diagnosis.bisect import SampleSearch, concat_batches, find_samples
+from nanprobe.diagnosis.flow import Flow, storage_key, trace_back
+from nanprobe.diagnosis.instrument import HookedRun, module_hooks
+from nanprobe.diagnosis.layers import layer_rows
+from nanprobe.diagnosis.localize import Localizer
+from nanprobe.diagnosis.origin import origin_record
+from nanprobe.diagnosis.replay import Variant, dropout_sites, model_dtypes, plan_variants
+from nanprobe.diagnosis.result import Diagnosis
+from nanprobe.diagnosis.runner import Execution, Runner, pass_budget
+from nanprobe.diagnosis.samples import describe_samples, masked_positions
+from nanprobe.diagnosis.verdict import Facts, decide
 from nanprobe.errors import InputError
 from nanprobe.rng import RNGState, forked_rng
 from nanprobe.sentinel import check_finite, tensor_leaves
@@ -325,7 +325,7 @@ class _Diagnoser:
 
     # ------------------------------------------------------------------ repro
     def _repro(self, loc: Localizer, flow: Flow, rng: RNGState) -> str | None:
-        from nanprobe.diagnose.repro import write_repro
+        from nanprobe.diagnosis.repro import write_repro
 
         origin = flow.origin
         if origin is None or origin.call is None or origin.call not in loc.calls:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from nanprobe.batches import batch_size, select_samples
-from nanprobe.diagnose.runner import Execution
+from nanprobe.diagnosis.runner import Execution
 
 __all__ = ["SampleSearch", "concat_batches", "find_samples"]
 

@@ -28,10 +28,10 @@ from torch import nn
 
 from nanprobe.batches import ModelCall, batch_size
 from nanprobe.errors import NonFiniteError
-from nanprobe.monitor.distributed import RankSync, rank_and_world
-from nanprobe.monitor.failure import Failure, FailureContext, handle_failure, sample_layers
-from nanprobe.monitor.history import History, scalar
-from nanprobe.monitor.methods import patch_method
+from nanprobe.monitoring.distributed import RankSync, rank_and_world
+from nanprobe.monitoring.failure import Failure, FailureContext, handle_failure, sample_layers
+from nanprobe.monitoring.history import History, scalar
+from nanprobe.monitoring.methods import patch_method
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients, tensor_leaves
 from nanprobe.watch import CallEvent, Watcher

@@ -6,11 +6,11 @@ from typing import Any
 
 from torch import nn
 
-from nanprobe.diagnose.flow import Flow
-from nanprobe.diagnose.instrument import HookedRun, probe_result
-from nanprobe.diagnose.layers import probe_origin
-from nanprobe.diagnose.localize import Localizer
-from nanprobe.diagnose.verdict import Facts
+from nanprobe.diagnosis.flow import Flow
+from nanprobe.diagnosis.instrument import HookedRun, probe_result
+from nanprobe.diagnosis.layers import probe_origin
+from nanprobe.diagnosis.localize import Localizer
+from nanprobe.diagnosis.verdict import Facts
 from nanprobe.sentinel import FiniteCheck
 
 __all__ = ["FIELDS", "origin_record"]

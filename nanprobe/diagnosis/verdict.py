@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nanprobe.diagnose.samples import ranges
+from nanprobe.diagnosis.samples import ranges
 
 __all__ = ["DOMAIN_OPS", "Facts", "decide"]
 

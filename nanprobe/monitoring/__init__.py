@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nanprobe.monitor.failure import Failure
-from nanprobe.monitor.monitor import Monitor, NonFiniteWarning, monitor
+from nanprobe.monitoring.failure import Failure
+from nanprobe.monitoring.monitor import Monitor, NonFiniteWarning, monitor
 
 __all__ = ["Failure", "Monitor", "NonFiniteWarning", "monitor"]

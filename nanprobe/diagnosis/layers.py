@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nanprobe.diagnose.localize import CallRow
+from nanprobe.diagnosis.localize import CallRow
 
 __all__ = ["layer_rows", "probe_origin"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from nanprobe.diagnose.replay import dropout_sites
+from nanprobe.diagnosis.replay import dropout_sites
 
 __all__ = ["audit_config", "model_sites"]
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from nanprobe._version import __version__
 from nanprobe.batches import ModelCall, map_tensors
-from nanprobe.monitor.methods import method_adapter
+from nanprobe.monitoring.methods import method_adapter
 from nanprobe.postmortem.bundle import BundleContent, write_bundle
 from nanprobe.postmortem.env import collect_env
 from nanprobe.restore import preserved_globals, preserved_model
@@ -22,8 +22,8 @@ from nanprobe.rng import forked_rng
 from nanprobe.sentinel import FiniteCheck, mode_context
 
 if TYPE_CHECKING:
-    from nanprobe.monitor.history import History
-    from nanprobe.monitor.monitor import MonitorSettings, StepCall
+    from nanprobe.monitoring.history import History
+    from nanprobe.monitoring.monitor import MonitorSettings, StepCall
     from nanprobe.watch import Watcher
 
 __all__ = ["CONTRACT_KEYS", "Failure", "FailureContext", "handle_failure", "probe_rows", "sample_layers"]
@@ -112,7 +112,7 @@ def _diagnose(ctx: FailureContext, call: StepCall, phase: str) -> tuple[dict[str
     backward = phase in ("loss", "backward")
     batch = call.call.simplest()
     try:
-        from nanprobe.diagnose import diagnose
+        from nanprobe.diagnosis import diagnose
     except ImportError:
         diagnose = None
     try:
@@ -125,7 +125,7 @@ def _diagnose(ctx: FailureContext, call: StepCall, phase: str) -> tuple[dict[str
             found: list[Any] = []
             rows = probe_rows(target, batch, mode=mode, backward=backward, rng=call.rng, watcher=ctx.watcher,
                               result_out=found)
-            return _probe_only_report(rows, found[0]), None, "nanprobe.diagnose is not available; per-layer probe only"
+            return _probe_only_report(rows, found[0]), None, "nanprobe.diagnosis is not available; per-layer probe only"
     except Exception as e:  # the bundle is still written: it is what the user needs most
         return None, None, f"{type(e).__name__}: {e}"
 
