@@ -162,16 +162,29 @@ def _sample_details(report: Mapping[str, Any]) -> RenderableType | None:
 
 
 def _audit(report: Mapping[str, Any]) -> RenderableType | None:
+    """Values that never reached the model first (each a real bug), then one line for the rest."""
     findings = list(report.get("config_audit") or [])
     if not findings:
         return None
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for name in ("key", "config", "model", "reached", "message"):
-        table.add_column(name)
-    for row in findings:
-        table.add_row(str(row.get("key", "")), _num(row.get("config_value")), _num(row.get("model_value")),
-                      _num(row.get("reached")), str(row.get("message", "")))
-    return Group(_heading("Config audit"), table)
+    missed = [f for f in findings if f.get("reached") is False]
+    reached = [str(f.get("key", "")) for f in findings if f.get("reached") is True]
+    unchecked = sum(1 for f in findings if f.get("reached") is None)
+    parts: list[RenderableType] = [_heading("Config audit")]
+    if missed:
+        table = Table(show_edge=False, header_style="bold", pad_edge=False)
+        for name in ("key", "config", "model", "message"):
+            table.add_column(name)
+        for row in missed:
+            table.add_row(Text(str(row.get("key", "")), style="bold red"), _num(row.get("config_value")),
+                          _num(row.get("model_value")), str(row.get("message", "")))
+        parts.append(table)
+    summary = f"{len(missed)} value(s) did not reach the model; {len(reached)} did"
+    if reached:
+        summary += f" ({', '.join(reached[:8])}{', ...' if len(reached) > 8 else ''})"
+    if unchecked:
+        summary += f"; {unchecked} key(s) not checked (no matching module attribute)"
+    parts.append(Text(summary, style="dim" if not missed else ""))
+    return Group(*parts)
 
 
 def _extras(report: Mapping[str, Any]) -> RenderableType | None:

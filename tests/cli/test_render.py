@@ -114,3 +114,17 @@ def test_failing_samples_show_extra_facts_and_hide_when_empty() -> None:
     assert "masked_positions=[0, 1]" in _text(render_diagnosis(report))
     empty = {**REPORT, "sample_details": [{"sample": 2, "notes": []}]}
     assert "Failing samples" not in _text(render_diagnosis(empty))
+
+
+def test_config_audit_puts_values_that_never_reached_the_model_first() -> None:
+    audit = [
+        {"key": "model.sasrec_dropout", "config_value": 0.0, "model_value": 0.1, "reached": False,
+         "modules": ["sasrec.blocks.0.attn"], "message": "config 0.0, model 0.1: never reached the model"},
+        {"key": "model.sasrec_num_heads", "config_value": 2, "model_value": 2, "reached": True, "message": "ok"},
+        {"key": "train.seed", "config_value": 42, "model_value": None, "reached": None, "message": "not checked"},
+    ]
+    text = _text(render_diagnosis({**REPORT, "config_audit": audit}))
+    section = text[text.index("Config audit"):]
+    assert "model.sasrec_dropout" in section and "never reached the model" in section
+    assert "1 value(s) did not reach the model; 1 did (model.sasrec_num_heads)" in section
+    assert "1 key(s) not checked" in section and "train.seed" not in section
