@@ -1,0 +1,32 @@
+"""`benchmarks/overhead.py --quick` runs end to end (for crashes and shape of the output, never for timing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.overhead import main
+from benchmarks.report import markdown_overhead
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "overhead.json"
+    assert main(["--quick", "--threads", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {"machine", "overhead", "scaling", "diagnosis", "memory"} <= set(result)
+    cells = {(r["workload"], r["phase"], r["variant"]) for r in result["overhead"]}
+    for workload in ("ur4rec", "transformer_encoder", "gpt_decoder"):
+        for phase in ("eval", "train"):
+            assert {(workload, phase, v) for v in ("bare", "nanprobe sentinel", "nanprobe probe")} <= cells
+        assert (workload, "train", "detect_anomaly") in cells
+    assert all(r["ratio"] > 0 for r in result["overhead"])
+    assert all(r["ratio"] == 1.0 for r in result["overhead"] if r["variant"] == "bare")
+    for row in result["diagnosis"]:  # the budget is a target of the issue: a failing batch of B samples
+        assert row["cause"] == "fully_masked_attention"
+        assert row["forward_passes"] <= row["budget"]
+    assert result["memory"]["steps"] == 500 and len(result["memory"]["marks"]) >= 10
+    table = markdown_overhead(result)
+    assert table.count("\n") == 1 + 6 and "| ur4rec | eval |" in table
