@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,7 +115,9 @@ class Runner:
             grads = CLEAN
             target = backward_target(output)
             if target is not None and target.requires_grad:
-                target.backward()
+                with warnings.catch_warnings():  # our own backward hooks on a batch that needs no grad
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    target.backward()
                 grads = check_gradients(net)
         return Execution(output=out_check, gradients=grads, value=output if keep_output else None,
                          rng_after=RNGState.capture())
