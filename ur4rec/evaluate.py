@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -155,11 +156,17 @@ def evaluate_full_ranking(model: nn.Module, data: SequenceData, eval_set: EvalSe
     return acc.result(), (pop_acc.result() if pop is not None else None)
 
 
-def evaluate_checkpoint(path: str, split: str | None = None, batch_size: int | None = None,
-                        max_batches: int | None = None) -> EvalResult:
-    """Rebuild model and eval batches from a ur4rec checkpoint alone and evaluate (with the baseline)."""
+def evaluate_checkpoint(path: str | Path, split: str | None = None, batch_size: int | None = None,
+                        max_batches: int | None = None, *, monitor_dir: str | Path | None = None,
+                        bundles: list[Path] | None = None) -> EvalResult:
+    """Rebuild model and eval batches from a ur4rec checkpoint alone and evaluate (with the baseline).
+
+    ``monitor_dir``: evaluate under nanprobe's monitor; the first non-finite batch leaves a post-mortem bundle
+    there (its path is appended to ``bundles``) and the evaluation goes on, counting every non-finite sample.
+    """
     from .data import load_dataset
     from .model import build_model
+    from .nanprobe_callback import monitored_eval
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(**ckpt["config"])
@@ -171,13 +178,18 @@ def evaluate_checkpoint(path: str, split: str | None = None, batch_size: int | N
     data = load_dataset(**{k: kwargs[k] for k in data_keys})
     es = build_eval_set(data, kwargs["split"], kwargs["max_seq_len"], kwargs["num_negatives"], kwargs["eval_seed"])
     batches = make_batches(es, kwargs["batch_size"], kwargs["max_batches"])
-    result = evaluate(model, batches)
+    if monitor_dir is None:
+        result = evaluate(model, batches)
+    else:
+        with monitored_eval(model, monitor_dir, split=kwargs["split"], config=ckpt["config"],
+                            run_config=ckpt["nanprobe"].get("run_config"), bundles=bundles):
+            result = evaluate(model, batches)
     result.baseline = evaluate_popularity(data.train_popularity(), batches)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ur4rec.evaluate CHECKPOINT [--split test] [--batch-size N] [--json FILE]``."""
+    """``python -m ur4rec.evaluate CHECKPOINT [--split test] [--batch-size N] [--json FILE] [--no-nanprobe]``."""
     import argparse
     import json
     import sys
@@ -190,13 +202,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-batches", type=int, default=None)
     parser.add_argument("--json", default=None, help="write the result as JSON here")
+    parser.add_argument("--nanprobe-dir", default=None,
+                        help="where a non-finite batch leaves its nanprobe bundle "
+                             "(default: CHECKPOINT's folder/nanprobe)")
+    parser.add_argument("--no-nanprobe", action="store_true", help="evaluate without nanprobe's monitor")
     args = parser.parse_args(argv)
+    monitor_dir = None if args.no_nanprobe else (args.nanprobe_dir or Path(args.checkpoint).parent / "nanprobe")
+    bundles: list[Path] = []
     try:
-        result = evaluate_checkpoint(args.checkpoint, args.split, args.batch_size, args.max_batches)
+        result = evaluate_checkpoint(args.checkpoint, args.split, args.batch_size, args.max_batches,
+                                     monitor_dir=monitor_dir, bundles=bundles)
     except (OSError, ValueError, KeyError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    Console().print(result)
+    console = Console()
+    console.print(result)
+    for bundle in bundles:
+        console.print(f"nanprobe bundle: {bundle}  (diagnose again: nanprobe replay {bundle})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result.to_dict(), f, indent=2)

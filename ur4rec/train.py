@@ -29,8 +29,10 @@ log = logging.getLogger("ur4rec")
 
 
 def run(config: str | Path, output_dir: str | Path, *, resume: bool = False, progress: bool = True,
-        overrides: dict[str, Any] | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Train from a YAML config; returns the final metrics dict (also written to ``output_dir/metrics.json``)."""
+        overrides: dict[str, Any] | None = None, console: Console | None = None, monitor: bool = True
+        ) -> dict[str, Any]:
+    """Train from a YAML config; returns the final metrics dict (also written to ``output_dir/metrics.json``).
+    ``monitor``: nanprobe's monitor on training and evaluation (bundles in ``output_dir/nanprobe/``)."""
     from .config import RunConfig
     from .trainer import Trainer
 
@@ -45,7 +47,7 @@ def run(config: str | Path, output_dir: str | Path, *, resume: bool = False, pro
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.train.num_threads)))
     try:
-        trainer = Trainer(cfg, output_dir, progress=progress, dist=dist, console=console)
+        trainer = Trainer(cfg, output_dir, progress=progress, dist=dist, console=console, monitor=monitor)
         return trainer.fit(resume=resume)
     finally:
         torch.set_num_threads(threads)
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (YAML syntax), e.g. --set train.seed=1")
+    parser.add_argument("--no-nanprobe", action="store_true",
+                        help="no nanprobe monitor (by default a non-finite eval batch leaves a bundle in "
+                             "OUTPUT_DIR/nanprobe/ and a non-finite training step stops the run with one)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
@@ -78,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = dict(_parse_override(s) for s in args.set)
         metrics = run(args.config, args.output_dir, resume=args.resume, progress=not args.no_progress,
-                      overrides=overrides, console=console)
+                      overrides=overrides, console=console, monitor=not args.no_nanprobe)
     except InputError as e:
         console.print(f"[red]error:[/red] {e}")
         return 2
     test = metrics["test"]
+    for bundle in metrics.get("nanprobe_bundles", []):
+        log.warning("non-finite values: nanprobe bundle %s (diagnose again: nanprobe replay %s)", bundle, bundle)
     log.info("final test: %s", json.dumps({"model": test["metrics"], "most_popular": test["baseline"]["metrics"]}))
     return 0
 
