@@ -306,7 +306,7 @@ class _Diagnoser:
             except Exception:  # structures differ
                 return
             n = batch_size(mixed)
-            label = f"samples {', '.join(map(str, rows[:8]))} re-batched with batch {j} (batch of {n})"
+            label = f"samples {', '.join(map(str, rows[:8]))} mixed into batch {j} (a batch of {n})"
         elif size == 1:
             mixed = concat_batches(batch, batch)
             n = 2

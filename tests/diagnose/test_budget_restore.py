@@ -177,4 +177,4 @@ def test_clean_batches_before_the_failing_one_do_not_eat_the_budget() -> None:
     assert d.first_nonfinite["batch_index"] == 30
     assert d.forward_passes - 30 <= pass_budget(8)
     assert any(r["variant"] == "upcast to float64" for r in d.replay)
-    assert any(r["variant"].startswith("samples 5 re-batched with batch 0") for r in d.replay)
+    assert any(r["variant"].startswith("samples 5 mixed into batch 0") for r in d.replay)

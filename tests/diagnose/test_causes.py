@@ -112,7 +112,7 @@ def test_batch_of_one_is_batch_size_dependent_with_other_batches() -> None:
     assert d.first_nonfinite["batch_index"] == 1
     assert d.first_nonfinite["op"] == "aten.std"
     assert d.verdict["cause"] == "batch_size_dependent"
-    assert "samples 0 re-batched with batch 0 (batch of 5) -> finite" in _evidence(d)
+    assert "samples 0 mixed into batch 0 (a batch of 5) -> finite" in _evidence(d)
 
 
 def test_batch_of_one_alone_is_batch_size_dependent() -> None:

@@ -93,7 +93,7 @@ def _key_evidence(lines: list[str]) -> list[str]:
     for line in lines:
         if ": skipped" in line or line.startswith("config audit:"):
             continue
-        if line.startswith("samples ") and not line.startswith(("samples 0 re-batched",)) and "only ->" in line:
+        if line.startswith("samples ") and not line.startswith(("samples 0 mixed into",)) and "only ->" in line:
             continue
         out.append(line)
     return out
