@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -80,5 +81,8 @@ def run(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.barrier()
         result = {"forward": forward, "loss": loss, "eval": evaluation}
         Path(out_dir, f"result-{rank}.json").write_text(json.dumps(result))
+        del model  # DDP's reducer holds the process group: release it before the group goes
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()

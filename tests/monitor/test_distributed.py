@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,13 @@ def _spawn(tmp_path: Path) -> None:
         while not ctx.join(timeout=1.0):
             if time.monotonic() > deadline:
                 pytest.fail(f"distributed run did not finish in {TIMEOUT_S}s (a hang)")
+    except mp.ProcessExitedException as e:
+        # gloo can abort a process while tearing the group down on a loaded machine ("terminate called without
+        # an active exception"). Once both ranks wrote their results every checked step had finished; say so
+        # loudly instead of failing on teardown, and fail if the crash came any earlier.
+        if not all((tmp_path / f"result-{r}.json").exists() for r in (0, 1)):
+            raise
+        warnings.warn(f"a rank crashed after writing its results (process group teardown): {e}", stacklevel=2)
     finally:
         for p in ctx.processes:
             if p.is_alive():
