@@ -6,8 +6,9 @@ Two paths compute the same numbers:
 * :func:`stats_vector` builds a small float64 vector on the tensor's own device with no host sync, so a
   caller (the probe) can stack many of them and read them back at once (:func:`stats_from_vector`).
 * :func:`tensor_stats` summarises one tensor with a single read-back. On the CPU (where a read-back is not
-  a device sync) it first tries a short path: ``amin``/``amax`` (NaN-propagating) tell whether every value
-  is finite, and if so a ``sum``, a ``dot`` and a ``sign`` + ``dot`` (count of non-zeros) finish the job.
+  a device sync) it first tries a short path: a finite ``sum`` says every value is finite, and then an
+  integer view's ``aminmax`` (max, -0.0, and the min when no value is negative), a float ``amin`` (when
+  some is), a ``dot`` and the integer view's ``count_nonzero`` (non-zeros) finish the job.
 
 Integer and bool tensors get counts only (float statistics are ``None``); complex tensors are summarised
 by their magnitudes (a complex NaN/Inf shows up as a NaN/+Inf magnitude); fp16/bf16 accumulate in
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +32,7 @@ __all__ = [
     "dense",
     "dtype_name",
     "finite_minmax",
+    "release_scratch",
     "stats_from_vector",
     "stats_vector",
     "tensor_stats",
@@ -164,27 +167,35 @@ def finite_minmax(x: torch.Tensor) -> tuple[float, float] | None:
     return None
 
 
-_SCRATCH_MAX = 1 << 22  # elements: a reused buffer up to 16 MiB (fp32) spares page faults per call
 _local = threading.local()
 
 
 def _scratch(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """A per-thread CPU buffer of at least ``n`` elements (grown, never shrunk below the largest seen)."""
-    bufs: dict[torch.dtype, torch.Tensor] = _local.__dict__.setdefault("bufs", {})
+    """A per-thread CPU buffer of at least ``n`` elements (grown, never shrunk below the largest seen; the
+    probe frees them when it detaches, see :func:`release_scratch`)."""
+    try:
+        bufs: dict[torch.dtype, torch.Tensor] = _local.bufs
+    except AttributeError:
+        bufs = _local.bufs = {}
     buf = bufs.get(dtype)
     if buf is None or buf.numel() < n:
         buf = bufs[dtype] = torch.empty(n, dtype=dtype)
     return buf[:n]
 
 
-def _moments(flat: torch.Tensor) -> tuple[float, float] | None:
+def release_scratch() -> None:
+    """Drop this thread's scratch buffers."""
+    _local.__dict__.pop("bufs", None)
+
+
+def _moments(flat: torch.Tensor, total: float | None = None) -> tuple[float, float] | None:
     """Mean and population variance of a 1-D all-finite float32/float64 tensor, or ``None`` on overflow.
 
-    One ``sum`` and one ``dot`` (fast, vectorised reductions); when the variance is small next to the
-    squared mean (cancellation) a second pass around the mean takes over.
+    One ``sum`` (skipped when ``total`` is given) and one ``dot`` (fast, vectorised reductions); when the
+    variance is small next to the squared mean (cancellation) a second pass around the mean takes over.
     """
     n = flat.numel()
-    mean = flat.sum().item() / n
+    mean = (flat.sum().item() if total is None else total) / n
     sq = torch.dot(flat, flat).item() / n
     if not (math.isfinite(mean) and math.isfinite(sq)):
         return None
@@ -197,39 +208,85 @@ def _moments(flat: torch.Tensor) -> tuple[float, float] | None:
     return mean, max(var, 0.0)
 
 
-def _short_path(x: torch.Tensor, lo: float, hi: float, dtype: torch.dtype | None = None) -> TensorStats:
-    """Statistics of an all-finite floating CPU tensor whose min/max are known (``dtype``: the name to
-    report, e.g. the complex dtype whose magnitudes ``x`` holds). Four vectorised passes after ``aminmax``:
-    sum, dot, sign, dot (the count of non-zeros is the squared norm of the signs)."""
+def _nonzero(flat: torch.Tensor, negative_zero: bool | None = None) -> int:
+    """Number of non-zero values of a 1-D all-finite float32/float64 tensor.
+
+    Read-only first: viewed as same-sized integers, +0.0 is the only zero, so ``count_nonzero`` of the view
+    is exact unless a -0.0 (the integer minimum) is present (``negative_zero``; found with ``amin`` when not
+    given). Then the values are converted into a reused bool buffer (one byte each) whose bytes are summed.
+    """
+    ints = flat.view(_INT_VIEW[flat.dtype])
+    if negative_zero is None:
+        negative_zero = ints.amin().item() == torch.iinfo(ints.dtype).min
+    if not negative_zero:
+        return int(torch.count_nonzero(ints))
+    flags = _scratch(flat.numel(), torch.bool).copy_(flat)
+    if flags.numel() < 2**31:  # summing the bytes in int32 is faster than count_nonzero
+        return int(flags.view(torch.uint8).sum(dtype=torch.int32))
+    return int(torch.count_nonzero(flags))
+
+
+_INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64}
+_PACK = {torch.float32: (struct.Struct("<i"), struct.Struct("<f")),
+         torch.float64: (struct.Struct("<q"), struct.Struct("<d"))}
+
+
+def _bits_to_float(bits: int, dtype: torch.dtype) -> float:
+    as_int, as_float = _PACK[dtype]
+    return float(as_float.unpack(as_int.pack(bits))[0])
+
+
+def _short_path(x: torch.Tensor, lo: float, hi: float, dtype: torch.dtype | None = None,
+                total: float | None = None, negative_zero: bool | None = None) -> TensorStats:
+    """Statistics of an all-finite floating CPU tensor whose min/max (and maybe sum) are known (``dtype``:
+    the name to report, e.g. the complex dtype whose magnitudes ``x`` holds): a dot for the moments and a
+    count of the non-zeros (skipped when zero is outside [min, max])."""
     wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
     flat = wide.reshape(-1)
     n = flat.numel()
     absmax = max(abs(lo), abs(hi))
-    moments = _moments(flat)
+    moments = _moments(flat, total)
     if moments is None:  # squares overflow: summarise the values scaled into [-1, 1]
         scaled = _moments(flat / absmax)
         assert scaled is not None
         mean, std = scaled[0] * absmax, math.sqrt(scaled[1]) * absmax
     else:
         mean, std = moments[0], math.sqrt(moments[1])
-    if lo > 0 or hi < 0:
-        nonzero = n  # zero is outside [min, max]
-    elif n < 2**24:
-        signs = torch.sign(flat, out=_scratch(n, flat.dtype)) if n <= _SCRATCH_MAX else flat.sign()
-        nonzero = round(torch.dot(signs, signs).item())
-    else:
-        nonzero = int(torch.count_nonzero(flat))
+    nonzero = n if (lo > 0 or hi < 0) else _nonzero(flat, negative_zero)
     return TensorStats(dtype=dtype_name(dtype or x.dtype), shape=tuple(x.shape), numel=n, zeros=n - nonzero,
                        min=lo, max=hi, absmax=absmax, mean=mean, std=std)
+
+
+def _cpu_finite(x: torch.Tensor, dtype: torch.dtype) -> TensorStats | None:
+    """Statistics of a non-empty floating CPU tensor when all its values are finite, else ``None``.
+
+    The sum comes first: it is the cheapest pass, a NaN or an Inf anywhere makes it non-finite, and it is
+    the mean's numerator. Then one ``aminmax`` of the values viewed as same-sized integers (faster than float
+    ``amin``/``amax``, which handle NaN): non-negative floats order like their bits, so the largest integer
+    is the largest value when any is >= 0; negative floats are the negative integers, the smallest of them
+    the negative value nearest zero (the integer minimum itself is -0.0). The smallest value takes a float
+    ``amin`` only when some value is negative.
+    """
+    wide = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    flat = wide.reshape(-1)
+    total = flat.sum().item()
+    if not math.isfinite(total):
+        return None  # NaN/Inf present (or a sum that overflows): the exact path counts them
+    kind = flat.dtype
+    low_bits, high_bits = (int(v) for v in torch.aminmax(flat.view(_INT_VIEW[kind])))
+    hi = _bits_to_float(high_bits if high_bits >= 0 else low_bits, kind)
+    lo = _bits_to_float(low_bits, kind) if low_bits >= 0 else flat.amin().item()
+    negative_zero = low_bits == torch.iinfo(_INT_VIEW[kind]).min
+    return _short_path(wide, lo, hi, dtype=dtype, total=total, negative_zero=negative_zero)
 
 
 def tensor_stats(t: torch.Tensor) -> TensorStats:
     """Statistics of one tensor, read back once."""
     x = _magnitudes(t)
     if x.device.type == "cpu" and x.numel() and not _is_counted_only(x.dtype):
-        mm = finite_minmax(x)
-        if mm is not None:
-            return _short_path(x, *mm, dtype=t.dtype)
+        s = _cpu_finite(x, t.dtype)
+        if s is not None:
+            return s
     if x.device.type == "cpu" and _is_counted_only(x.dtype):
         n = x.numel()
         return TensorStats(dtype=dtype_name(x.dtype), shape=tuple(x.shape), numel=n,

@@ -1,11 +1,12 @@
 """The probe: hooks on every (selected) module that record one :class:`CallRecord` per call.
 
-Hot path (per call): the pre-hook checks the inputs for NaN/Inf (one ``sum`` per floating input that was
-not already summarised as some call's output) and pushes a frame; the post-hook summarises the outputs
-(:func:`nanprobe.stats.tensor_stats`' short path on the CPU; on other devices a stats vector that is read
-back later, stacked with the others, when ``ring_size`` records are pending or at :meth:`Probe.result`).
-Only scalars are kept: tensors are referenced weakly (to recognise a module's output as the next one's
-input) and only for the current step.
+Hot path (per call): the pre-hook checks the inputs for NaN/Inf (one ``sum`` per floating input not yet
+seen in this step, as some call's output or some call's input) and pushes a frame; the post-hook summarises
+the outputs (:func:`nanprobe.stats.tensor_stats`' short path on the CPU, about five vectorised passes; on
+other devices a stats vector that is read back later, stacked with the others, when ``ring_size`` records
+are pending or at :meth:`Probe.result`). A tensor already summarised in this step (a container returning
+its last child's output, an eval-mode Dropout) is not summarised again. Only scalars are kept: tensors are
+referenced weakly (identity + version counter) and only for the current step.
 
 Classification happens when records are processed (in completion order, children before the calls that
 contain them). A call *produced* a kind of non-finite value (``nan``/``inf``) when its output carries it,
@@ -50,15 +51,16 @@ from nanprobe.probe.records import (
     tensor_kinds,
 )
 from nanprobe.probe.result import ProbeResult, assign_roles
-from nanprobe.stats import TensorStats, dense, tensor_stats
+from nanprobe.stats import TensorStats, dense, release_scratch, tensor_stats
 from nanprobe.walk import iter_tensors
 
 __all__ = ["NameFilter", "Probe"]
 
 _INF = frozenset({"inf"})
+_FINITE: frozenset[str] = frozenset()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Frame:
     module: int  # id() of the module, to pair post-hooks with pre-hooks after a raising child
     index: int
@@ -134,7 +136,8 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
         self._bw_in: dict[int, frozenset[str]] = {}
         self._bw_nonfinite = False
         self._bad_params: dict[str, str] = {}
-        self._seen: dict[int, tuple[Any, int, TensorStats]] = {}
+        # id(tensor) -> (weak ref, version, kinds, stats or None when only its kinds were checked)
+        self._seen: dict[int, tuple[Any, int, frozenset[str], TensorStats | None]] = {}
         self._calls = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -160,7 +163,9 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
         finally:
             self._global.clear()
             self._stack.clear()
+            self._seen.clear()
             self._active = False
+            release_scratch()
 
     def _attach(self) -> None:
         owner: dict[int, tuple[str, nn.Module, str]] = {}
@@ -262,7 +267,7 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
         rows: set[int] = set()
         for path, t in leaves:
             if (t.dtype.is_floating_point or t.dtype.is_complex) and (
-                    t.device.type != "cpu" or _cpu_kinds(t.detach())):
+                    t.device.type != "cpu" or self._check_kinds(t)):
                 s = tensor_stats(t)
                 if s.nonfinite and not is_additive_mask(t.detach()):
                     outputs[path] = s
@@ -276,43 +281,57 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
             if self._input_record is None:
                 self._input_record = rec
 
+    def _check_kinds(self, t: torch.Tensor) -> frozenset[str]:
+        """Non-finite kinds of a floating CPU tensor, remembered for the step (by identity and version)."""
+        key = id(t)
+        hit = self._seen.get(key)
+        version = _version(t)
+        if hit is not None and hit[0]() is t and hit[1] == version:
+            return hit[2]
+        found = _cpu_kinds(t.detach())
+        if version is not None:
+            self._seen[key] = (weakref.ref(t), version, found, None)
+        return found
+
     def _input_kinds(self, args: tuple[Any, ...], kwargs: dict[str, Any]
                      ) -> tuple[frozenset[str], float, list[torch.Tensor]]:
         """Kinds of non-finite values in the inputs, and the largest fraction of Inf in one (rare path)."""
-        kinds: frozenset[str] = frozenset()
+        kinds: frozenset[str] = _FINITE
         inf_frac = 0.0
         lazy: list[torch.Tensor] = []
-        done: set[int] = set()
-        if not kwargs and all(type(a) is torch.Tensor or isinstance(a, torch.Tensor) for a in args):
-            leaves: Any = zip(args, args)  # the common case: positional tensors only
+        if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+            leaves: Any = list({id(t): t for _, t in iter_tensors((args, kwargs), "")}.values())  # each once
+        elif len(args) == 1:
+            leaves = args  # the common case: one positional tensor
         else:
-            leaves = iter_tensors((args, kwargs), "")
-        for _, t in leaves:
-            if not (t.dtype.is_floating_point or t.dtype.is_complex) or id(t) in done:
+            leaves = list({id(a): a for a in args}.values())  # positional tensors only, each once
+        vector = self._force_vector
+        for t in leaves:
+            if not (t.dtype.is_floating_point or t.dtype.is_complex):
                 continue
-            done.add(id(t))
-            hit = self._seen.get(id(t))
-            if hit is not None and hit[0]() is t and hit[1] == _version(t):
-                found = hit[2].kinds
-            elif t.device.type == "cpu" and not self._force_vector:
-                found = _cpu_kinds(t.detach())
+            if t.device.type == "cpu" and not vector:
+                found = self._check_kinds(t)
             else:
-                if t.numel():
-                    x = t.detach().abs() if t.is_complex() else t.detach()
-                    lazy.append(torch.stack([x.isnan().any().to(torch.float64),
-                                             x.isinf().sum(dtype=torch.float64) / x.numel()]))
-                continue
-            if found == _INF and is_additive_mask(t.detach()):
-                continue  # a float attention mask: its -inf are on purpose
-            if found:
-                kinds = kinds | found
-                if "inf" in found:
-                    inf_frac = max(inf_frac, inf_fraction(tensor_stats(t.detach())))
+                hit = self._seen.get(id(t))
+                if hit is not None and hit[0]() is t and hit[1] == _version(t):
+                    found = hit[2]
+                else:
+                    if t.numel():
+                        x = t.detach().abs() if t.is_complex() else t.detach()
+                        lazy.append(torch.stack([x.isnan().any().to(torch.float64),
+                                                 x.isinf().sum(dtype=torch.float64) / x.numel()]))
+                    continue
+            if not found or (found == _INF and is_additive_mask(t.detach())):
+                continue  # finite, or a float attention mask: its -inf are on purpose
+            kinds = kinds | found
+            if "inf" in found:
+                inf_frac = max(inf_frac, inf_fraction(tensor_stats(t.detach())))
         return kinds, inf_frac, lazy
 
     def _on_post(self, module: nn.Module, name: str, output: Any) -> None:
         stack = self._stack
-        while stack and stack[-1].module != id(module):
+        key = id(module)
+        while stack and stack[-1].module != key:
             stack.pop()  # frames whose post-hook never came
         if not stack:
             return  # attached in the middle of a call: nothing to pair with
@@ -321,38 +340,43 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
             return  # always-call hook after the forward raised: the call has no output to record
         outputs: dict[str, TensorStats] = {}
         lazy_out: list[tuple[str, Any]] = []
-        rows: set[int] = set()
+        rows: list[int] = []
+        bad = False
         leaves = (("out", output),) if isinstance(output, torch.Tensor) else iter_tensors(output, "out")
         seen = self._seen
+        vector = self._force_vector
         for path, t in leaves:
-            x = t.detach()
-            if x.device.type == "cpu" and not self._force_vector:
+            if t.device.type == "cpu" and not vector:
                 hit = seen.get(id(t))
                 version = _version(t)
-                if hit is not None and hit[0]() is t and hit[1] == version:
-                    s = hit[2]  # the same tensor as a call nested in this one returned (Sequential, Dropout)
+                if hit is not None and hit[3] is not None and hit[0]() is t and hit[1] == version:
+                    s = hit[3]  # the same tensor as a call nested in this one returned (Sequential, Dropout)
                 else:
-                    s = tensor_stats(x)
+                    s = tensor_stats(t.detach())
                     if version is not None:
-                        seen[id(t)] = (weakref.ref(t), version, s)
+                        seen[id(t)] = (weakref.ref(t), version, s.kinds, s)
                 outputs[path] = s
-                if s.nonfinite:
-                    rows.update(nonfinite_rows(x, self._batch))
+                if s.nan or s.posinf or s.neginf:
+                    bad = True
+                    rows.extend(nonfinite_rows(t.detach(), self._batch))
             else:
-                lazy_out.append((path, self._lazy_stats(x)))
+                lazy_out.append((path, self._lazy_stats(t.detach())))
         extra = frame.extra
-        deferred = extra.pop(special.DEFERRED, None)
-        if deferred is not None and (lazy_out or any(s.nonfinite for s in outputs.values())):
-            extra.update(deferred())
+        if extra:
+            deferred = extra.pop(special.DEFERRED, None)
+            if deferred is not None and (lazy_out or bad):
+                extra.update(deferred())
+            on_device = any(isinstance(v, torch.Tensor) for v in extra.values())
+        else:
+            on_device = False
         rec = CallRecord(index=frame.index, module=name, module_type=type(module).__name__,
-                         inputs_finite=not frame.in_kinds, outputs=outputs, samples=sorted(rows),
-                         extra=extra, step=self._step_no, depth=frame.depth, parent=frame.parent,
-                         in_kinds=frame.in_kinds)
+                         inputs_finite=not frame.in_kinds, outputs=outputs,
+                         samples=sorted(set(rows)) if rows else [], extra=extra, step=self._step_no,
+                         depth=frame.depth, parent=frame.parent, in_kinds=frame.in_kinds)
         if frame.in_inf:
             self._in_inf[rec.index] = frame.in_inf
         self._calls += 1
-        if not (frame.lazy_in or lazy_out or self._pending
-                or any(isinstance(v, torch.Tensor) for v in extra.values())):
+        if not (frame.lazy_in or lazy_out or self._pending or on_device):
             self._process(rec)
             return
         self._pending.append((rec, frame.lazy_in, lazy_out))

@@ -4,7 +4,8 @@ Each helper runs in the forward pre-hook (it sees the call's args and kwargs) an
 scalars or short lists that goes to ``CallRecord.extra``. Costly facts are deferred: the helper puts a
 callable under :data:`DEFERRED`, which the post-hook runs only when the call's output is non-finite (on the
 CPU; always on other devices). So ``fully_masked_rows`` appears on attention records whose output was
-non-finite. Attention extras for custom modules that call
+non-finite, and a LayerNorm's ``min_input_var`` on the records of its sampled calls (see :data:`LN_EVERY`)
+and of its non-finite ones. Attention extras for custom modules that call
 ``scaled_dot_product_attention`` or a softmax inline are not collected (no cheap hook point).
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DEFERRED", "extra_for", "fully_masked_rows"]
+__all__ = ["DEFERRED", "LN_EVERY", "extra_for", "fully_masked_rows", "min_row_variance"]
 
 DEFERRED = "_deferred"
 
@@ -127,20 +128,62 @@ def _dropout(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return {"p": p, "active": bool(module.training and p > 0)}
 
 
-def _layer_norm(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+def _layer_norm(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], measure: bool = True
+                ) -> dict[str, Any]:
+    """``eps``, and ``min_input_var`` now (``measure``) or deferred to a non-finite output."""
     assert isinstance(module, nn.LayerNorm)
     extra: dict[str, Any] = {"eps": module.eps}
     x = _arg(args, kwargs, 0, "input")
     size = math.prod(module.normalized_shape)
     if isinstance(x, torch.Tensor) and x.dtype.is_floating_point and x.numel() and size:
-        rows = x.detach().reshape(-1, size)
-        rows = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
-        mean = torch.mv(rows, torch.full((size,), 1.0 / size, dtype=rows.dtype, device=rows.device))
-        sq = torch.linalg.vector_norm(rows, dim=1).square_().div_(size)
-        smallest = (sq - mean.square()).amin().clamp(min=0.0)  # E[x^2] - E[x]^2 per row
-        # off the CPU the 0-d tensor stays on the device; the probe reads it back with the stats
-        extra["min_input_var"] = smallest.item() if smallest.device.type == "cpu" else smallest
+        if measure:
+            extra["min_input_var"] = min_row_variance(x, size)
+        else:
+            extra[DEFERRED] = lambda: {"min_input_var": min_row_variance(x, size)}
     return extra
+
+
+LN_EVERY = 16
+"""Under a probe, a LayerNorm's smallest input variance (two passes over its input) is measured on every
+``LN_EVERY``-th call of the module, the first one included, and on every call whose output is non-finite."""
+
+
+def _sampled_layer_norm() -> Extractor:
+    calls = 0
+
+    def extract(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return _layer_norm(module, args, kwargs, measure=(calls - 1) % LN_EVERY == 0)
+
+    return extract
+
+
+def min_row_variance(x: torch.Tensor, size: int) -> float | torch.Tensor:
+    """Smallest population variance over the rows of ``size`` trailing values of ``x`` (E[x^2] - E[x]^2,
+    clamped at 0). A float on the CPU; off the CPU a 0-d tensor the probe reads back with the stats."""
+    rows = x.detach().reshape(-1, size)
+    rows = rows if rows.dtype in (torch.float32, torch.float64) else rows.float()
+    mean = torch.mv(rows, _mean_weights(size, rows.dtype, rows.device))
+    var = torch.linalg.vector_norm(rows, dim=1).square_().div_(size).sub_(mean.square_())
+    smallest = var.amin()
+    if smallest.device.type == "cpu":
+        value = smallest.item()
+        return value if value > 0.0 else 0.0 if value == value else value
+    return smallest.clamp(min=0.0)
+
+
+_weights: dict[tuple[int, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _mean_weights(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    key = (size, dtype, device)
+    w = _weights.get(key)
+    if w is None:
+        if len(_weights) > 64:
+            _weights.clear()
+        w = _weights[key] = torch.full((size,), 1.0 / size, dtype=dtype, device=device)
+    return w
 
 
 _EXTRACTORS: tuple[tuple[type[nn.Module], Extractor], ...] = (
@@ -155,6 +198,6 @@ def extra_for(module: nn.Module) -> Extractor | None:
     """The extractor for this module's type, or ``None`` (decided once, when the hook is attached)."""
     for cls, fn in _EXTRACTORS:
         if isinstance(module, cls):
-            return fn
+            return _sampled_layer_norm() if fn is _layer_norm else fn
     return None
 

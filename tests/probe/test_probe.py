@@ -222,6 +222,24 @@ def test_dropout_and_layernorm_extras() -> None:
     assert {r.module: r for r in probe.result().records}["3"].extra["active"] is False
 
 
+def test_layernorm_variance_is_sampled_and_taken_when_the_output_is_non_finite() -> None:
+    """min_input_var costs two passes over the input: measured on the first of every LN_EVERY calls of a
+    module, skipped on the finite calls in between, always measured when the output is non-finite."""
+    ln = nn.LayerNorm(4, eps=0.0)
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 2.0, 0.0, 2.0]])
+    flat = torch.ones(1, 4)  # zero variance and eps=0: 0/0 -> NaN
+    with torch.no_grad(), Probe(ln, ring_size=64) as probe:
+        for _ in range(special.LN_EVERY + 1):
+            ln(x)
+        ln(flat)
+    records = probe.result().records
+    measured = [i for i, r in enumerate(records) if "min_input_var" in r.extra]
+    assert measured == [0, special.LN_EVERY, special.LN_EVERY + 1]
+    assert records[0].extra["min_input_var"] == pytest.approx(1.0)
+    assert records[-1].extra["min_input_var"] == 0.0 and records[-1].role == "origin"
+    assert all(r.extra["eps"] == 0.0 and "_deferred" not in r.extra for r in records)
+
+
 def test_modes_no_grad_inference_autocast() -> None:
     model = models.log_chain(row=1)
     x = torch.randn(3, 4)

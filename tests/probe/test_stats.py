@@ -136,3 +136,27 @@ def test_huge_values_do_not_overflow() -> None:
 def test_to_dict_is_json_ready() -> None:
     d = tensor_stats(torch.ones(2, 3)).to_dict()
     assert d["shape"] == [2, 3] and d["dtype"] == "float32" and d["mean"] == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["mixed", "negative", "nonnegative", "positive", "zeros"])
+def test_short_path_signs_and_signed_zeros(dtype: torch.dtype, case: str) -> None:
+    """The CPU short path reads min/max and zeros off an integer view: every sign pattern, +0.0 and -0.0,
+    on a tensor large enough for vectorised (and parallel) reductions."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(70_007, generator=g, dtype=dtype)
+    if case == "negative":
+        t = -t.abs() - 0.5
+        t[::7] = -0.0
+    elif case == "nonnegative":
+        t = t.abs()
+        t[::5] = 0.0
+    elif case == "positive":
+        t = t.abs() + 1e-3
+    elif case == "zeros":
+        t[::3] = 0.0
+        t[1::11] = -0.0
+    else:
+        t[::13] = 0.0
+    check(tensor_stats(t), t.numpy())
+    check(tensor_stats(t.reshape(7, -1)[:, ::2]), t.reshape(7, -1)[:, ::2].numpy())  # a strided view
