@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -67,8 +69,10 @@ def _eval_phase(model: torch.nn.Module, out_dir: Path, rank: int) -> dict:
         return {"calls": mon.calls, "exchanges": exchanges, "failures": [f.to_dict() for f in mon.failures]}
 
 
-def run(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def run(rank: int, world: int, init_file: str | None, out_dir: str) -> None:
+    """One rank: file rendezvous when spawned by the test, env:// under torchrun (``init_file`` None)."""
+    init = f"file://{init_file}" if init_file else "env://"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
@@ -86,3 +90,7 @@ def run(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+if __name__ == "__main__":  # torchrun --standalone --nproc_per_node=2 tests/monitor/dist_worker.py OUT_DIR
+    run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), None, sys.argv[1])

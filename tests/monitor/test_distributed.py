@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -38,9 +41,24 @@ def _spawn(tmp_path: Path) -> None:
                 p.kill()
 
 
+def _torchrun(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(root / "tests" / "monitor" / "dist_worker.py"), str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"torchrun did not finish in {TIMEOUT_S}s (a hang)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.slow
-def test_two_ranks_stop_together_and_the_bundle_names_rank_1(tmp_path: Path) -> None:
-    _spawn(tmp_path)
+@pytest.mark.parametrize("launcher", ["torchrun", "spawn"])
+def test_two_ranks_stop_together_and_the_bundle_names_rank_1(tmp_path: Path, launcher: str) -> None:
+    (_torchrun if launcher == "torchrun" else _spawn)(tmp_path)
     results = {r: json.loads((tmp_path / f"result-{r}.json").read_text()) for r in (0, 1)}
 
     # forward phase: raise at the same step on both ranks; only rank 1 diagnosed and wrote a bundle
