@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 
 from nanprobe.cli.context import CLIContext
+from nanprobe.cli.jsonout import write_json
 from nanprobe.errors import InputError, NanprobeError
 
 HELP = """\
@@ -100,25 +99,7 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
         ctx.out.print(Text(f"replay: clean; the bundle recorded {recorded.get('module')!r} "
                            f"({recorded.get('kind')}) at step {bundle.step}", style="yellow"))
     if args.json:
-        _write_json(args.json, report)
+        write_json(args.json, report)
         ctx.note(f"nanprobe: wrote {args.json}")
     return 1 if report.get("status") == "nonfinite" else 0
 
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _write_json(path: str, report: dict[str, Any]) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(_finite(report), f, indent=2, default=str, allow_nan=False)
-            f.write("\n")
-    except OSError as e:
-        raise InputError(f"cannot write --json {path!r}: {e.strerror or e}") from e

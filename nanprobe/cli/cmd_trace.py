@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from nanprobe.cli.context import CLIContext
+from nanprobe.cli.jsonout import write_json
 from nanprobe.errors import InputError, NanprobeError
 
 HELP = """\
@@ -178,34 +177,9 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     report = {"nanprobe_version": __version__, **diagnosis.to_dict()}
     ctx.out.print(render_diagnosis(report))
     if args.json:
-        _write_json(args.json, report)
+        write_json(args.json, report)
         ctx.note(f"nanprobe: wrote {args.json}")
     return 1 if report.get("status") == "nonfinite" else 0
 
 
-def _write_json(path: str, report: dict[str, Any]) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(_finite_json(report), f, indent=2, default=_json_default, allow_nan=False)
-            f.write("\n")
-    except OSError as e:
-        raise InputError(f"cannot write --json {path!r}: {e.strerror or e}") from e
 
-
-def _finite_json(value: Any) -> Any:
-    """Strict JSON: NaN/Inf floats (e.g. a layer's max) become the strings "nan", "inf", "-inf"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
