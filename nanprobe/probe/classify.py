@@ -21,6 +21,9 @@ class _Step:
     producers: list[CallRecord] = dataclasses.field(default_factory=list)
     converted: bool = False
     """A call turned incoming Inf into NaN in the same rows (propagation: Inf producers are NaN sources)."""
+    own_code: list[CallRecord] = dataclasses.field(default_factory=list)
+    """Calls with finite inputs and non-finite outputs, in completion order: when no child produced the value,
+    the innermost of them made it in its own forward code (e.g. ``torch.log`` between two child modules)."""
 
 
 class ClassifyMixin:
@@ -61,6 +64,8 @@ class ClassifyMixin:
         self._ring.append(rec)
         if out and len(self._kept) < self.keep_nonfinite:
             self._kept.append(rec)
+        if out and not rec.in_kinds and rec.params_finite and len(self._step.own_code) < self.keep_nonfinite:
+            self._step.own_code.append(rec)
         if rec.produced:
             for k in rec.produced:
                 self._step.first.setdefault(k, rec)
@@ -83,6 +88,12 @@ class ClassifyMixin:
                     self._origin = inp
                 else:
                     firsts = [step.first[k] for k in reached if k in step.first]
+                    if not firsts:  # made by a module's own code and passed through a child on its way out
+                        own = [r for r in step.own_code if r.out_kinds & reached]
+                        if own:
+                            own[0].produced = own[0].out_kinds & reached
+                            own[0].kind = kind_of(own[0].produced)
+                            firsts = [own[0]]
                     self._origin = min(firsts, key=lambda r: r.order) if firsts else None
         for rec in step.producers:
             if not rec.produced & reached and len(self._latent) < self.keep_nonfinite:

@@ -370,3 +370,30 @@ def test_encoder_stack_with_nested_tensor_fast_path() -> None:
     layers = [r for r in result.records if r.module_type == "TransformerEncoderLayer"]
     assert [r.module for r in layers] == ["layers.0", "layers.1"]
     assert layers[0].outputs["out"].numel == (4 + 4 + 2) * 8  # the nested components, padding dropped
+
+
+class _LogBetweenChildren(nn.Module):
+    """log(0) in the module's own forward code, between two children; the second child passes it on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.log(self.fc(x).relu()))
+
+
+def test_value_made_in_a_modules_own_code_names_that_module_not_the_child_it_passes_through() -> None:
+    torch.manual_seed(0)
+    model = _LogBetweenChildren()
+    x = torch.randn(8, 4)
+    with Probe(model) as probe:
+        model(x)
+    result = probe.result()
+    assert result.status == "nonfinite"
+    assert result.origin is not None and result.origin.module == ""  # the root: torch.log in its own forward
+    expected = (model.fc(x).relu() == 0).any(dim=1).nonzero().flatten().tolist()
+    assert result.origin.samples == expected
+    roles = {r.module: r.role for r in result.records}
+    assert roles["out"] == "propagated" and roles["fc"] is None
