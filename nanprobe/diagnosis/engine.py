@@ -39,6 +39,23 @@ def _word(res: Execution, kind: str) -> str:
     return f"still {'NaN' if k == 'nan' else 'Inf'}"
 
 
+def _buffer_evidence(model: nn.Module, name: str) -> list[str]:
+    """Buffers of the origin module that are finite but impossible, e.g. a negative BatchNorm running_var."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return []
+    var = getattr(module, "running_var", None)
+    if not isinstance(var, torch.Tensor) or not var.is_floating_point():
+        return []
+    negative = (var < 0).nonzero().flatten().tolist()
+    if not negative:
+        return []
+    where = f"{name}.running_var" if name else "running_var"
+    return [f"{where} is negative at channel(s) {negative[:8]}{' ...' if len(negative) > 8 else ''} "
+            "-> eval-mode normalisation takes sqrt(var + eps) of it: NaN"]
+
+
 def _bad_parameters(model: nn.Module) -> list[str]:
     names = []
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
@@ -110,6 +127,8 @@ class _Diagnoser:
         facts.masked = masked_positions(loc.attention, failing_rows or sorted({
             s for a in loc.attention for s in a["rows"]}))
         d.verdict = decide(facts)
+        if d.verdict is not None and d.first_nonfinite:
+            d.verdict["evidence"].extend(_buffer_evidence(self.model, d.first_nonfinite["module"]))
         if self.repro_dir is not None and flow.origin is not None:
             d.repro = self._repro(loc, flow, rng)
         d.forward_passes = self.runner.passes

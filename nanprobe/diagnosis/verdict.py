@@ -24,7 +24,8 @@ DOMAIN_OPS = {
     "logit": "logit of 0 or 1", "fmod": "fmod by zero", "remainder": "remainder by zero", "mean": "mean of nothing",
     "tan": "tan at a pole", "native_layer_norm": "normalisation of a constant row with eps=0",
     "native_group_norm": "normalisation of a constant group with eps=0",
-    "native_batch_norm": "normalisation with zero variance and eps=0", "rms_norm": "RMS of a zero row with eps=0",
+    "native_batch_norm": "normalisation by a zero or negative variance (eps=0, or a corrupt running_var)",
+    "rms_norm": "RMS of a zero row with eps=0",
     "_fused_rms_norm": "RMS of a zero row with eps=0", "cdist": "distance gradient at zero distance",
     "binary_cross_entropy": "log of a probability of exactly 0 or 1",
     "nll_loss_forward": "a mean over zero targets (every target is ignore_index)",
@@ -44,7 +45,9 @@ _DOMAIN_FIX = {
     "native_layer_norm": "a row is constant (zero variance) and the norm has eps=0: give LayerNorm eps > 0 "
                          "(e.g. 1e-5) or drop/mask constant rows (padding) before it",
     "native_group_norm": "a group is constant and eps=0: give GroupNorm eps > 0",
-    "native_batch_norm": "zero variance and eps=0: give the norm eps > 0",
+    "native_batch_norm": "a channel's variance is zero with eps=0 or, in eval mode, its running_var is negative "
+                         "(a corrupt buffer: `nanprobe scan` lists it): give the norm eps > 0, and reset or "
+                         "recompute the running statistics",
     "rms_norm": "a zero row and eps=0: give RMSNorm eps > 0",
     "std": "std of fewer values than the correction (e.g. a batch of one, unbiased): use correction=0, "
            "or guard single-element reductions",

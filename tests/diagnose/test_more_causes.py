@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from nanprobe.diagnosis import diagnose
 from tests.diagnose import models as M
@@ -143,3 +144,26 @@ def test_cross_entropy_with_every_target_ignored() -> None:
     d = diagnose(Classifier(), [(torch.randn(3, 4), torch.full((3,), -100))])
     assert d.first_nonfinite["op"] == "aten.nll_loss_forward"
     assert d.verdict["cause"] == "numerical_domain" and "ignore_index" in d.verdict["fix"]
+
+
+class _ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bn(self.conv(x)).mean((2, 3)))
+
+
+def test_negative_running_var_is_named_as_evidence() -> None:
+    torch.manual_seed(0)
+    model = _ConvBN().eval()
+    with torch.no_grad():
+        model.bn.running_var[1] = -1.0  # finite, so not a nonfinite_parameter, but impossible
+    d = diagnose(model, [torch.randn(2, 3, 6, 6)])
+    assert d.first_nonfinite["module"] == "bn" and d.first_nonfinite["op"] == "aten.native_batch_norm"
+    assert d.verdict["cause"] == "numerical_domain"
+    assert any(e.startswith("bn.running_var is negative at channel(s) [1]") for e in d.verdict["evidence"])
+    assert "running_var is negative" in d.verdict["fix"]
