@@ -64,13 +64,15 @@ def map_tensors(obj: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
     return obj
 
 
-def _first_batched(obj: Any) -> torch.Tensor | None:
-    """The first tensor with at least one dimension, depth first, without rebuilding anything."""
+def _batched_leaves(obj: Any, found: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Tensors with at least one dimension, depth first, without rebuilding anything."""
     if isinstance(obj, torch.Tensor):
-        return obj if obj.dim() > 0 else None
+        if obj.dim() > 0:
+            found.append(obj)
+        return found
     if isinstance(obj, ModelCall):
-        found = _first_batched(obj.args)
-        return found if found is not None else _first_batched(obj.kwargs)
+        _batched_leaves(obj.args, found)
+        return _batched_leaves(obj.kwargs, found)
     if isinstance(obj, (tuple, list)):
         values: Any = obj
     elif isinstance(obj, Mapping):
@@ -78,30 +80,47 @@ def _first_batched(obj: Any) -> torch.Tensor | None:
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         values = (getattr(obj, f.name) for f in dataclasses.fields(obj))
     else:
-        return None
+        return found
     for value in values:
-        found = _first_batched(value)
-        if found is not None:
-            return found
-    return None
+        _batched_leaves(value, found)
+    return found
+
+
+def _size_of(leaves: list[torch.Tensor]) -> tuple[int | None, bool]:
+    """(batch size, whether the batch is sequence-first)."""
+    if not leaves:
+        return None, False
+    first = leaves[0]
+    size = int(first.shape[0])
+    if first.dim() >= 3 and first.is_floating_point() and any(int(t.shape[0]) != size for t in leaves):
+        # PyTorch's sequence-first layout: (L, B, E) inputs with a (B, L) padding mask or ids
+        length, batch = size, int(first.shape[1])
+        for t in leaves:
+            if t.dim() == 2 and not t.is_floating_point() and tuple(t.shape) == (batch, length):
+                return batch, True
+    return size, False
 
 
 def batch_size(batch: Any) -> int | None:
-    """Size of dim 0 of the first tensor with at least one dimension, or None."""
-    first = _first_batched(batch)
-    return None if first is None else int(first.shape[0])
+    """Dim 0 of the first batched tensor; for sequence-first inputs ((L, B, E) beside a (B, L) mask), B."""
+    return _size_of(_batched_leaves(batch, []))[0]
 
 
 def select_samples(batch: Any, indices: Sequence[int]) -> Any:
-    """The sub-batch of rows ``indices``: every tensor whose dim 0 equals the batch size is indexed."""
-    size = batch_size(batch)
+    """The sub-batch of rows ``indices``: tensors whose dim 0 is the batch size are indexed along it; in a
+    sequence-first batch, tensors indexed along their dim 1 when that is the batch size instead."""
+    size, seq_first = _size_of(_batched_leaves(batch, []))
     if size is None:
         return batch
     index = torch.as_tensor(list(indices), dtype=torch.long)
 
     def pick(t: torch.Tensor) -> torch.Tensor:
-        if t.dim() > 0 and t.shape[0] == size:
+        if t.dim() == 0:
+            return t
+        if t.shape[0] == size:
             return t.index_select(0, index.to(t.device))
+        if seq_first and t.dim() >= 2 and t.shape[1] == size:
+            return t.index_select(1, index.to(t.device))
         return t
 
     return map_tensors(batch, pick)

@@ -167,3 +167,28 @@ def test_negative_running_var_is_named_as_evidence() -> None:
     assert d.verdict["cause"] == "numerical_domain"
     assert any(e.startswith("bn.running_var is negative at channel(s) [1]") for e in d.verdict["evidence"])
     assert "running_var is negative" in d.verdict["fix"]
+
+
+class _SeqFirstAttention(nn.Module):
+    """nn.MultiheadAttention with its default batch_first=False: inputs (L, B, E), padding mask (B, L)."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(d, 2)
+        self.out = nn.Linear(d, 1)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        y, _ = self.mha(x, x, x, key_padding_mask=pad)  # need_weights: the python softmax path
+        return self.out(y.mean(0))
+
+
+def test_sequence_first_batch_is_bisected_along_its_batch_dimension() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(5, 4, 8)  # (L=5, B=4, E)
+    pad = torch.zeros(4, 5, dtype=torch.bool)
+    pad[2] = True  # sample 2 has nothing to attend to
+    d = diagnose(_SeqFirstAttention().eval(), [(x, pad)])
+    assert d.first_nonfinite["module"] == "mha" and d.first_nonfinite["samples"] == [2]
+    assert d.verdict["cause"] == "fully_masked_attention"
+    assert "samples 2 only -> still NaN" in d.verdict["evidence"]
+    assert "the other samples only -> finite" in d.verdict["evidence"]

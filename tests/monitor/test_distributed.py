@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -16,6 +14,7 @@ import torch.multiprocessing as mp
 from nanprobe.postmortem.bundle import load_bundle
 from tests.monitor import dist_worker
 from tests.monitor.dist_worker import FORWARD_BAD_STEP, LOSS_BAD_STEP
+from tests.shared.torchrun import run_torchrun
 
 TIMEOUT_S = 180
 
@@ -42,14 +41,9 @@ def _spawn(tmp_path: Path) -> None:
 
 
 def _torchrun(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(root / "tests" / "monitor" / "dist_worker.py"), str(tmp_path)]
     try:
-        proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
-                              check=False)
+        proc = run_torchrun([str(Path(__file__).with_name("dist_worker.py")), str(tmp_path)], tmp_path,
+                            timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"torchrun did not finish in {TIMEOUT_S}s (a hang)")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,14 +1,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.shared.torchrun import run_torchrun
 from ur4rec.evaluate import evaluate
 from ur4rec.model import build_model
 from ur4rec.probe_data import eval_batches
@@ -18,11 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tiny_config_path: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "ur4rec.train", "--config", str(tiny_config_path), "--output-dir", str(tmp_path), "--no-progress"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
+    proc = run_torchrun(["-m", "ur4rec.train", "--config", str(tiny_config_path), "--output-dir", str(tmp_path),
+                         "--no-progress"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     test = metrics["test"]
@@ -40,12 +35,9 @@ def test_torchrun_two_processes_gloo(tiny_config_path: Path, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_torchrun_gathers_nonfinite_users_from_both_ranks(tiny_config_path: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "ur4rec.train", "--config", str(tiny_config_path), "--output-dir", str(tmp_path), "--no-progress",
-           "--set", "model.attention_mask_style=original", "--set", "model.sasrec_dropout=0.0"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False)
+    proc = run_torchrun(["-m", "ur4rec.train", "--config", str(tiny_config_path), "--output-dir", str(tmp_path),
+                         "--no-progress", "--set", "model.attention_mask_style=original",
+                         "--set", "model.sasrec_dropout=0.0"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     test = json.loads((tmp_path / "metrics.json").read_text())["test"]
     ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
