@@ -15,6 +15,7 @@ from nanprobe.batches import batch_size as _batch_size
 from nanprobe.batches import call_model
 from nanprobe.restore import preserved_model
 from nanprobe.rng import RNGState
+from nanprobe.walk import iter_tensors
 
 __all__ = ["FiniteCheck", "RunResult", "check_finite", "check_gradients", "mode_context", "run_batch",
            "tensor_leaves"]
@@ -40,32 +41,8 @@ CLEAN = FiniteCheck(nonfinite=False)
 
 
 def tensor_leaves(obj: Any, prefix: str = "out") -> list[tuple[str, torch.Tensor]]:
-    """(path, tensor) for every floating or complex tensor in a nested structure."""
-    found: list[tuple[str, torch.Tensor]] = []
-    _collect(obj, prefix, found, set())
-    return found
-
-
-def _collect(obj: Any, path: str, found: list[tuple[str, torch.Tensor]], seen: set[int]) -> None:
-    if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() or obj.is_complex():
-            found.append((path, obj))
-        return
-    if obj is None or isinstance(obj, (str, bytes, int, float, bool)) or id(obj) in seen:
-        return
-    seen.add(id(obj))
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
-        for name in obj._fields:
-            _collect(getattr(obj, name), f"{path}.{name}", found, seen)
-    elif isinstance(obj, (tuple, list)):
-        for i, value in enumerate(obj):
-            _collect(value, f"{path}[{i}]", found, seen)
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            _collect(value, f"{path}[{key!r}]", found, seen)
-    elif hasattr(obj, "__dataclass_fields__"):
-        for name in obj.__dataclass_fields__:
-            _collect(getattr(obj, name, None), f"{path}.{name}", found, seen)
+    """(path, tensor) for every floating or complex tensor in a nested structure (paths as in ``walk``)."""
+    return [(path, t) for path, t in iter_tensors(obj, prefix) if t.is_floating_point() or t.is_complex()]
 
 
 def check_finite(obj: Any, *, batch_size: int | None = None, prefix: str = "out") -> FiniteCheck:

@@ -16,9 +16,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from nanprobe.batches import ModelCall, batch_size
+from nanprobe.batches import batch_size
 from nanprobe.errors import NonFiniteError
-from nanprobe.rng import RNGState
 from nanprobe.sentinel import check_finite, check_gradients, tensor_leaves
 from nanprobe.testing.failures import GuardFailure, GuardSettings, localize
 from nanprobe.watch import CallEvent, Watcher
@@ -31,24 +30,18 @@ class _GuardWatcher(Watcher):
     """A Watcher that, when ``auto`` is on, also watches every module called at top level."""
 
     def __init__(self, on_call: Callable[[CallEvent], None]) -> None:
-        # the guard checks outputs itself (to skip what can't be read) and captures a cheaper RNG state
-        super().__init__(on_call, check_outputs=False, capture_rng=False)
+        # the guard checks outputs itself (to skip what can't be read)
+        super().__init__(on_call, check_outputs=False)
         self.auto = False
         self._auto_keys: set[int] = set()
 
     def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         key = id(module)
-        if not self._stack() and not getattr(self._local, "paused", False):
-            if self.auto and key not in self._models:
-                self.watch(module, type(module).__name__)
-                self._auto_keys.add(key)
-            if key in self._models:
-                self._local.rng = _torch_rng()
+        if (self.auto and key not in self._models and not self._stack()
+                and not getattr(self._local, "paused", False)):
+            self.watch(module, type(module).__name__)
+            self._auto_keys.add(key)
         super()._pre(module, args)
-
-    def last_rng(self) -> RNGState | None:
-        """The RNG state captured before the current top-level call (read from the post-hook's callback)."""
-        return getattr(self._local, "rng", None)
 
     def forget_auto(self) -> None:
         """Drop the models that were watched only because they were called (no reference kept)."""
@@ -123,9 +116,7 @@ class NanGuard:
         """Remove every hook (global module hooks and the tensor hooks on outputs)."""
         self._watcher.auto = False
         self._watcher.forget_auto()
-        ids = [h.id for h in self._watcher._handles]
         self._watcher.remove()
-        _drop_stale_flags(ids)
         handles, self._tensor_handles = self._tensor_handles, []
         for handle in handles:
             handle.remove()
@@ -174,12 +165,12 @@ class NanGuard:
             return
         mode = "train" if event.training else "eval"
         key = id(event.model)
-        rng = event.rng or self._watcher.last_rng()
+        rng = event.rng
         if event.grad_enabled and self.settings.backward:
             self._last[key] = _LastCall(event.batch, rng, mode, event.call_index)
             self._hook_output_grads(event.model, event.output)
         try:
-            check = check_finite(event.output, batch_size=_call_batch_size(event.call))
+            check = check_finite(event.output, batch_size=batch_size(event.call))
         except RuntimeError:  # tensors that can't be read (functorch transforms, fake/meta tensors)
             return
         if not check.nonfinite or (check.kind == "inf" and self.settings.allow_inf) or self.settings.allows(event.name):
@@ -265,38 +256,9 @@ class NanGuard:
             raise error
 
 
-def _call_batch_size(call: ModelCall) -> int | None:
-    """dim 0 of the first tensor argument (cheap: most calls pass tensors directly), else the general rule."""
-    for value in (*call.args, *call.kwargs.values()):
-        if isinstance(value, torch.Tensor):
-            if value.dim() > 0:
-                return int(value.shape[0])
-        elif value is not None and not isinstance(value, (int, float, bool, str)):
-            return batch_size(call.simplest())
-    return None
-
-
-def _torch_rng() -> RNGState:
-    """torch's generators only (CPU, and CUDA when initialised): what a model's forward draws from. Python's
-    and numpy's states cost ~10x more to copy and are not used inside forwards."""
-    cuda = []
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda = [state.clone() for state in torch.cuda.get_rng_state_all()]
-    return RNGState(torch_cpu=torch.get_rng_state(), torch_cuda=cuda)
-
-
 def _untouchable() -> bool:
     """Inside ``torch.compile``/``torch.jit`` tracing the guard must not read values (nor add hooks)."""
     return bool(torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting())
-
-
-def _drop_stale_flags(ids: Iterable[int]) -> None:
-    """``RemovableHandle.remove()`` of a global forward hook registered ``with_kwargs=True`` leaves its id in
-    ``_global_forward_hooks_with_kwargs`` (torch 2.x): drop it, so that no trace of the guard is left."""
-    from torch.nn.modules import module as module_mod
-
-    for hook_id in ids:
-        module_mod._global_forward_hooks_with_kwargs.pop(hook_id, None)
 
 
 def iter_hook_dicts(modules: Iterable[nn.Module] = ()) -> Iterator[tuple[str, Mapping[Any, Any]]]:
