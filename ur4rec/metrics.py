@@ -10,6 +10,7 @@ non-finite user ids are kept.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,18 +91,23 @@ class EvalResult:
             rows[self.baseline.name] = self.baseline.metrics
         return pd.DataFrame(rows).T
 
-    def __rich_console__(self, console: Any, options: Any) -> Any:
+    def table(self, names: Sequence[str] | None = None, *, title: str | None = None,
+              first_column: str = "model") -> Any:
+        """A rich table of ``names`` (default: every metric) for this result and its baseline."""
         from rich.table import Table
 
-        table = Table(title=self.summary_line())
-        table.add_column("model")
-        names = list(self.metrics)
+        names = list(self.metrics) if names is None else list(names)
+        table = Table(title=self.summary_line() if title is None else title, title_justify="left")
+        table.add_column(first_column)
         for n in names:
             table.add_column(n, justify="right")
-        table.add_row(self.name, *(f"{self.metrics[n]:.4f}" for n in names))
+        table.add_row(self.name, *(f"{self.metrics.get(n, math.nan):.4f}" for n in names))
         if self.baseline is not None:
             table.add_row(self.baseline.name, *(f"{self.baseline.metrics.get(n, math.nan):.4f}" for n in names))
-        yield table
+        return table
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        yield self.table()
 
 
 class RankingAccumulator:

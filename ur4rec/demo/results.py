@@ -93,21 +93,14 @@ def _key_evidence(lines: list[str]) -> list[str]:
     for line in lines:
         if ": skipped" in line or line.startswith("config audit:"):
             continue
-        if line.startswith("samples ") and not line.startswith(("samples 0 mixed into",)) and "only ->" in line:
+        if line.startswith("samples ") and "only ->" in line:  # the bisection's intermediate steps
             continue
         out.append(line)
     return out
 
 
 def _metric_table(result: EvalResult, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("test, target + sampled negatives")
-    for m in METRICS:
-        table.add_column(m, justify="right")
-    table.add_row(result.name, *(f"{result.metrics[m]:.4f}" for m in METRICS))
-    if result.baseline is not None:
-        table.add_row(result.baseline.name, *(f"{result.baseline.metrics[m]:.4f}" for m in METRICS))
-    return table
+    return result.table(METRICS, title=title, first_column="test, target + sampled negatives")
 
 
 @dataclass
