@@ -237,8 +237,18 @@ def memory(quick: bool) -> dict[str, Any]:
             model(idx)
             if i % (steps // 10) == 0 or i == steps - 1:
                 marks.append({"step": i, "rss_mib": round(rss_mib(), 1)})
+    probe_marks = []
+    with Probe(model, ring_size=256) as probe, torch.no_grad():  # the full probe's ring buffer, same length
+        for i in range(steps):
+            model(idx)
+            if i % (steps // 10) == 0 or i == steps - 1:
+                probe_marks.append({"step": i, "rss_mib": round(rss_mib(), 1)})
     return {"steps": steps, "marks": marks,
-            "growth_mib": round(marks[-1]["rss_mib"] - marks[1]["rss_mib"], 1)}
+            "growth_mib": round(marks[-1]["rss_mib"] - marks[1]["rss_mib"], 1),
+            "probe_marks": probe_marks,
+            "probe_growth_mib": round(probe_marks[-1]["rss_mib"] - probe_marks[1]["rss_mib"], 1),
+            "probe_records_kept": len(probe.result().records),
+            "probe_calls": probe.result().calls}
 
 
 def machine() -> dict[str, Any]:

@@ -37,6 +37,11 @@ def render(result: dict[str, Any], console: Console | None = None) -> None:
         console.print(f"memory over {mem['steps']} monitored steps: "
                       + ", ".join(f"{m_['step']}: {m_['rss_mib']} MiB" for m_ in mem["marks"])
                       + f" (growth after warm-up {mem['growth_mib']} MiB)")
+        if "probe_marks" in mem:
+            console.print(f"memory over {mem['steps']} forward calls under the full probe (ring 256): "
+                          f"{mem['probe_marks'][0]['rss_mib']} -> {mem['probe_marks'][-1]['rss_mib']} MiB "
+                          f"(growth after warm-up {mem['probe_growth_mib']} MiB), "
+                          f"{mem['probe_records_kept']} records kept of {mem['probe_calls']} calls")
 
 
 def markdown_overhead(result: dict[str, Any]) -> str:

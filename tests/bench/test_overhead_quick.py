@@ -27,6 +27,9 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     for row in result["diagnosis"]:  # the budget is a target of the issue: a failing batch of B samples
         assert row["cause"] == "fully_masked_attention"
         assert row["forward_passes"] <= row["budget"]
-    assert result["memory"]["steps"] == 500 and len(result["memory"]["marks"]) >= 10
+    memory = result["memory"]
+    assert memory["steps"] == 500 and len(memory["marks"]) >= 10 and len(memory["probe_marks"]) >= 10
+    assert memory["probe_calls"] % 500 == 0 and memory["probe_calls"] >= 500 * 20  # every module call, every step
+    assert memory["probe_records_kept"] <= 256 + 32  # the ring plus the always-kept non-finite records
     table = markdown_overhead(result)
     assert table.count("\n") == 1 + 6 and "| ur4rec | eval |" in table
