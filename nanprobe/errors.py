@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["InputError", "NanprobeError", "NonFiniteError"]
+__all__ = ["InputError", "ModelRaised", "NanprobeError", "NonFiniteError"]
 
 
 class NanprobeError(Exception):
@@ -21,3 +21,8 @@ class NonFiniteError(NanprobeError, FloatingPointError):
     def __init__(self, message: str, diagnosis: Any | None = None) -> None:
         super().__init__(message)
         self.diagnosis = diagnosis
+
+
+class ModelRaised(InputError):
+    """The user's model raised on the user's batch (during the control run): a problem with the input, not a
+    nanprobe bug. The model's own exception is chained as ``__cause__``."""

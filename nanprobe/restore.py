@@ -1,4 +1,23 @@
-"""Leave no trace: put a model (and torch's global switches) back exactly as they were."""
+"""Leave no trace: re-execute a model without changing anything the caller holds, and put torch's global
+switches back.
+
+:func:`isolated_state` is how every re-execution (control run, replays, bisection, the monitor's diagnosis,
+the probe) protects the user's run. It never writes into a tensor the caller holds. Restoring by copying
+saved values back (``buffer.copy_(saved)``) would bump the version counter of every buffer, and autograd
+refuses to backpropagate through a graph that saved one of them (an ``nn.Embedding`` indexed by a
+``position_ids`` buffer, BatchNorm's running statistics): the user's own ``loss.backward()`` after a
+diagnosis inside the step would raise "modified by an inplace operation". So instead:
+
+* buffers: for the block, every module's buffer slots point to private copies (aliases kept: one copy per
+  tensor), so a train-mode forward updates the copies (BatchNorm's running statistics and
+  ``num_batches_tracked``); afterwards the slots get the caller's very tensors back, never written;
+* ``.grad``: set to ``None`` for the block (a replay's backward fills new tensors), then the caller's
+  gradient tensors are put back;
+* the ``training`` flags and parameters' ``requires_grad`` are plain attributes, restored as they were.
+
+Parameters themselves are not copied (that would double the model's memory); a forward pass does not
+write them.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +27,42 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["preserved_globals", "preserved_model"]
+__all__ = ["isolated_state", "preserved_globals"]
 
 
 @contextlib.contextmanager
-def preserved_model(model: nn.Module, *, grads: bool = True) -> Iterator[nn.Module]:
-    """Restore every module's ``training`` flag, the buffers' values (a train-mode forward updates BatchNorm
-    running stats), parameters' ``requires_grad`` and, with ``grads``, their ``.grad`` — also on exceptions."""
-    training = {m: m.training for m in model.modules()}
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+def isolated_state(model: nn.Module, *, grads: bool = True) -> Iterator[nn.Module]:
+    """Run a block against ``model`` with private buffers (and, with ``grads``, no ``.grad``); afterwards the
+    model holds exactly the tensor objects it held before, untouched — also on exceptions."""
+    modules = list(model.modules())
+    training = [(m, m.training) for m in modules]
+    slots: list[tuple[dict[str, torch.Tensor | None], str, torch.Tensor]] = []
+    copies: dict[int, torch.Tensor] = {}
     params = list(model.parameters())
     requires_grad = [p.requires_grad for p in params]
     saved_grads = [p.grad for p in params] if grads else []
-    if grads:
-        for p in params:
-            p.grad = None
     try:
+        for m in modules:
+            for name, buf in m._buffers.items():
+                if buf is None:
+                    continue
+                copy = copies.get(id(buf))
+                if copy is None:
+                    copy = copies[id(buf)] = buf.detach().clone().requires_grad_(buf.requires_grad)
+                slots.append((m._buffers, name, buf))
+                m._buffers[name] = copy
+        if grads:
+            for p in params:
+                p.grad = None
         yield model
     finally:
-        for module, flag in training.items():
-            module.training = flag
-        with torch.no_grad():
-            for live, saved in buffers:
-                if live.shape == saved.shape and live.dtype == saved.dtype:
-                    live.copy_(saved)
+        for table, name, original in slots:
+            table[name] = original
+        for m, flag in training:
+            m.training = flag
         for p, flag in zip(params, requires_grad):
-            p.requires_grad_(flag)
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
         if grads:
             for p, g in zip(params, saved_grads):
                 p.grad = g

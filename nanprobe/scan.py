@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nanprobe.report import to_plain
+
 __all__ = ["Finding", "ScanResult", "scan_checkpoint"]
 
 _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
@@ -42,13 +44,7 @@ class Finding:
     absmax: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json_float(v) for k, v in asdict(self).items()}
-
-
-def _json_float(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan" / "inf" / "-inf": JSON has no literal for them
-    return value
+        return to_plain(asdict(self))  # a non-finite min/max becomes "nan" / "inf" / "-inf"
 
 
 @dataclass

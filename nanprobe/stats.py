@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from nanprobe.kinds import FINITE, NAN, NEGINF, POSINF, Kind
+
 __all__ = [
     "VECTOR_LEN",
     "TensorStats",
@@ -80,14 +82,21 @@ class TensorStats:
         return None
 
     @property
-    def kinds(self) -> frozenset[str]:
-        """Every kind of non-finite value present (``{"nan", "inf"}`` when both are)."""
-        found = set()
+    def kinds(self) -> Kind:
+        """Every kind of non-finite value present."""
+        found = FINITE
         if self.nan:
-            found.add("nan")
-        if self.posinf or self.neginf:
-            found.add("inf")
-        return frozenset(found)
+            found |= NAN
+        if self.posinf:
+            found |= POSINF
+        if self.neginf:
+            found |= NEGINF
+        return Kind(found)
+
+    @property
+    def inf_fraction(self) -> float:
+        """The share of values that are +Inf or -Inf."""
+        return (self.posinf + self.neginf) / self.numel if self.numel else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (shape as a list)."""
@@ -246,7 +255,8 @@ def _short_path(x: torch.Tensor, lo: float, hi: float, dtype: torch.dtype | None
     n = flat.numel()
     absmax = max(abs(lo), abs(hi))
     moments = _moments(flat, total)
-    if moments is None:  # squares overflow: summarise the values scaled into [-1, 1]
+    if moments is None or (moments[1] == 0.0 and lo != hi):
+        # squares overflow (or underflow to zero for tiny values): summarise the values scaled into [-1, 1]
         scaled = _moments(flat / absmax)
         assert scaled is not None
         mean, std = scaled[0] * absmax, math.sqrt(scaled[1]) * absmax

@@ -9,8 +9,8 @@ from typing import Any
 from rich.text import Text
 
 from nanprobe.cli.context import CLIContext
-from nanprobe.cli.jsonout import write_json
-from nanprobe.errors import InputError, NanprobeError
+from nanprobe.cli.jsonout import write_report
+from nanprobe.errors import InputError, ModelRaised
 
 HELP = """\
 Re-run the diagnosis of a post-mortem bundle from the bundle alone.
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     from nanprobe.monitoring.methods import method_adapter
     from nanprobe.postmortem.bundle import load_bundle
     from nanprobe.render import render_diagnosis
+    from nanprobe.report import BundleInfo, ReplayReport
 
     bundle = load_bundle(args.bundle)
     if args.json and Path(args.json).resolve().parent == bundle.path.resolve():
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     batch = to_device(bundle.batch(trust_pickle=args.trust_pickle), device)
     rng = bundle.rng()
     run_config = loaded.run_config
-    recorded = bundle.report.get("first_nonfinite") or {}
+    recorded = bundle.report.first_nonfinite
     ctx.note(f"nanprobe: replaying {bundle.path} (step {bundle.step}, rank {bundle.rank}): "
              f"{type(loaded.model).__name__}.{bundle.method or 'forward'}, mode={bundle.mode}"
              f"{', backward' if bundle.backward else ''}")
@@ -81,25 +82,23 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
         model = method_adapter(loaded.model, bundle.method)
         diagnosis = diagnose(model, [batch], mode=bundle.mode, backward=bundle.backward, config=run_config,
                              rng_states=[rng])
-    except NanprobeError:
-        raise
-    except Exception as e:
-        first = (str(e).strip().splitlines() or ["no message"])[0]
-        raise InputError(f"the model raised {type(e).__name__} on the bundle's batch: {first}") from e
-    report = diagnosis.to_dict()
-    origin = (report.get("first_nonfinite") or {}).get("module")
-    same = origin is not None and origin == recorded.get("module")
-    report["bundle"] = {"path": str(bundle.path), "step": bundle.step, "rank": bundle.rank,
-                        "recorded_first_nonfinite": recorded, "same_origin": same}
+    except ModelRaised as e:
+        raise InputError(f"{e} (the bundle's batch)") from e
+    report = ReplayReport.from_dict(diagnosis.to_dict())
+    origin = report.first_nonfinite.module if report.first_nonfinite is not None else None
+    same = origin is not None and recorded is not None and origin == recorded.module
+    report.bundle = BundleInfo(path=str(bundle.path), step=bundle.step, rank=bundle.rank,
+                               recorded_first_nonfinite=recorded, same_origin=same)
     ctx.out.print(render_diagnosis(report))
-    if report.get("status") == "nonfinite":
-        verdict = "the same origin as recorded" if same else f"recorded {recorded.get('module')!r}"
+    recorded_module = recorded.module if recorded is not None else None
+    if report.nonfinite:
+        verdict = "the same origin as recorded" if same else f"recorded {recorded_module!r}"
         ctx.out.print(Text(f"replay: origin {origin!r} ({verdict})", style="bold" if same else "yellow"))
     else:
-        ctx.out.print(Text(f"replay: clean; the bundle recorded {recorded.get('module')!r} "
-                           f"({recorded.get('kind')}) at step {bundle.step}", style="yellow"))
+        ctx.out.print(Text(f"replay: clean; the bundle recorded {recorded_module!r} "
+                           f"({recorded.kind if recorded else None}) at step {bundle.step}", style="yellow"))
     if args.json:
-        write_json(args.json, report)
+        write_report(args.json, report)
         ctx.note(f"nanprobe: wrote {args.json}")
-    return 1 if report.get("status") == "nonfinite" else 0
+    return 1 if report.nonfinite else 0
 

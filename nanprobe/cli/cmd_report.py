@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,12 +86,13 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     from nanprobe.render import render_diagnosis
 
     bundle = load_bundle(args.bundle)
-    if args.json:
-        ctx.out.file.write(json.dumps(bundle.report, indent=2) + "\n")
+    if args.json:  # the file as written, version included
+        ctx.out.file.write((bundle.path / "report.json").read_text(encoding="utf-8"))
         return 0
     if args.html is not None:
         return _html(args, ctx, bundle.path)
-    parts: list[RenderableType] = [header(bundle.report, bundle.path), Text(""), render_diagnosis(bundle.report)]
+    report = bundle.report.to_json_dict()
+    parts: list[RenderableType] = [header(report, bundle.path), Text(""), render_diagnosis(report)]
     history = history_table(bundle.history)
     if history is not None:
         parts += [Text(""), history]

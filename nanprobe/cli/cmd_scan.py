@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from nanprobe.cli.context import CLIContext
+from nanprobe.cli.jsonout import write_report
 from nanprobe.errors import InputError
 
 HELP = """\
@@ -49,10 +49,6 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     result = scan_checkpoint(obj)
     ctx.out.print(render_scan(result, top=args.top or None, title=f"nanprobe scan: {args.checkpoint}"))
     if args.json:
-        data = {"checkpoint": str(args.checkpoint), **result.to_dict()}
-        try:
-            Path(args.json).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise InputError(f"cannot write --json {args.json!r}: {e.strerror or e}") from e
+        write_report(args.json, {"checkpoint": str(args.checkpoint), **result.to_dict()})
         ctx.note(f"nanprobe: wrote {args.json}")
     return 1 if result.nonfinite else 0

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from nanprobe.cli.context import CLIContext
-from nanprobe.cli.jsonout import write_json
-from nanprobe.errors import InputError, NanprobeError
+from nanprobe.cli.jsonout import write_report
+from nanprobe.errors import InputError, ModelRaised
 
 HELP = """\
 Find where a model goes NaN/Inf on some batches, and why.
@@ -145,18 +145,12 @@ def _run_diagnosis(model: Any, batches: list[Any], *, args: argparse.Namespace, 
     try:
         return diagnose(model, batches, mode=mode, backward=args.backward, config=config,
                         replay=not args.no_replay, repro_dir=args.repro, progress=progress)
-    except NanprobeError:
-        raise
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # the user's model raising on the user's batches
-        first = (str(e).strip().splitlines() or ["no message"])[0]
-        raise InputError(f"the model raised {type(e).__name__} while running the batches: {first}; "
-                         "check that --model and the batches match (rerun with --debug for the traceback)") from e
+    except ModelRaised as e:  # the user's model raising on the user's batches: an input problem, exit 2
+        raise InputError(f"{e}; check that --model and the batches match (rerun with --debug for the "
+                         "traceback)") from e
 
 
 def run(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from nanprobe._version import __version__
     from nanprobe.batches import to_device
     from nanprobe.loading import check_batches_fit, load_checkpoint, load_run_config, parse_device
     from nanprobe.render import render_diagnosis
@@ -174,12 +168,11 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
              f"device={device}")
     with _progress(ctx) as progress:
         diagnosis = _run_diagnosis(loaded.model, batches, args=args, mode=mode, config=run_config, progress=progress)
-    report = {"nanprobe_version": __version__, **diagnosis.to_dict()}
-    ctx.out.print(render_diagnosis(report))
+    ctx.out.print(render_diagnosis(diagnosis))
     if args.json:
-        write_json(args.json, report)
+        write_report(args.json, diagnosis)
         ctx.note(f"nanprobe: wrote {args.json}")
-    return 1 if report.get("status") == "nonfinite" else 0
+    return 1 if diagnosis.nonfinite else 0
 
 
 

@@ -1,40 +1,21 @@
-"""Writing the machine report (``--json``): strict JSON, one place for every command."""
+"""Writing the machine report (``--json``) for every command: strict JSON through
+:func:`nanprobe.report.write_json`, with a failure to write turned into a one-line input error."""
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from nanprobe.errors import InputError
+from nanprobe.report import write_json
 
-__all__ = ["strict_json", "write_json"]
-
-
-def strict_json(value: Any) -> Any:
-    """NaN/Inf floats (e.g. a layer's max) become the strings "nan", "inf", "-inf"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    return value
+__all__ = ["write_report"]
 
 
-def _default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-def write_json(path: str, report: dict[str, Any]) -> None:
+def write_report(path: str | Path, data: Any, *, flag: str = "--json") -> None:
+    """``data`` (a report or any JSON-ready value) as strict JSON at ``path``."""
+    to_json_dict = getattr(data, "to_json_dict", None)
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(strict_json(report), f, indent=2, default=_default, allow_nan=False)
-            f.write("\n")
+        write_json(path, to_json_dict() if callable(to_json_dict) else data)
     except OSError as e:
-        raise InputError(f"cannot write --json {path!r}: {e.strerror or e}") from e
+        raise InputError(f"cannot write {flag} {str(path)!r}: {e.strerror or e}") from e

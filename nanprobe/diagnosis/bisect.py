@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from nanprobe.batches import batch_size, select_samples
-from nanprobe.diagnosis.runner import Execution
+from nanprobe.execution import Execution
+from nanprobe.report import ReplayEntry
 
 __all__ = ["SampleSearch", "concat_batches", "find_samples"]
 
@@ -26,7 +27,7 @@ class SampleSearch:
     composition: bool = False  # the failure needs other samples of the batch (batch statistics)
     alone: dict[int, bool] = field(default_factory=dict)  # sample -> fails alone (batch of one)
     evidence: list[str] = field(default_factory=list)
-    replay: list[dict[str, Any]] = field(default_factory=list)
+    replay: list[ReplayEntry] = field(default_factory=list)
 
 
 def _fmt(rows: Sequence[int]) -> str:
@@ -34,9 +35,13 @@ def _fmt(rows: Sequence[int]) -> str:
     return ", ".join(map(str, rows[:8])) + (f", ... ({len(rows)} samples)" if len(rows) > 8 else "")
 
 
-def find_samples(run: Run, batch: Any, candidates: Sequence[int], *, budget: int, kind: str) -> SampleSearch:
+def find_samples(run: Run, batch: Any, candidates: Sequence[int], *, budget: int, kind: str,
+                 stop: Callable[[], bool] | None = None) -> SampleSearch:
     """``run(sub_batch, label, changes)`` executes one counted pass. At most ``budget`` passes are spent:
-    about 2 when the candidate rows are right, 2*log2(B) when the search has to halve."""
+    about 2 when the candidate rows are right, 2*log2(B) when the search has to halve. ``stop()`` returning
+    True (a time budget) ends the search where it is."""
+    if stop is not None and stop():
+        budget = 0
     size = batch_size(batch) or 1
     out = SampleSearch()
     everyone = list(range(size))
@@ -49,8 +54,8 @@ def find_samples(run: Run, batch: Any, candidates: Sequence[int], *, budget: int
         res = run(select_samples(batch, rows), label, {"samples": rows})
         fails = res.nonfinite
         seen = [rows[i] for i in res.samples if i < len(rows)]
-        out.replay.append({"variant": label, "changes": {"samples": rows}, "nonfinite": fails, "samples": seen,
-                           **({"error": f"{type(res.error).__name__}: {res.error}"} if res.error else {})})
+        error = f"{type(res.error).__name__}: {res.error}" if res.error else None
+        out.replay.append(ReplayEntry(label, {"samples": rows}, fails, seen, error))
         word = f"still {'NaN' if kind == 'nan' else 'Inf'}" if fails else "finite"
         out.evidence.append(f"{label} -> {word}")
         return fails
@@ -76,7 +81,7 @@ def find_samples(run: Run, batch: Any, candidates: Sequence[int], *, budget: int
             out.failing = everyone
     # Halve the known failing set down to a minimal one while the budget lasts.
     current = known
-    while len(current) > 1 and budget - spent >= 2:
+    while len(current) > 1 and budget - spent >= 2 and not (stop is not None and stop()):
         half = len(current) // 2
         left, right = current[:half], current[half:]
         if test(left, f"samples {_fmt(left)} only"):

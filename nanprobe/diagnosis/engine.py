@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,19 +16,29 @@ from nanprobe.diagnosis.audit import audit_config
 from nanprobe.diagnosis.bisect import SampleSearch, concat_batches, find_samples
 from nanprobe.diagnosis.flow import Flow, storage_key, trace_back
 from nanprobe.diagnosis.instrument import HookedRun, module_hooks
-from nanprobe.diagnosis.layers import layer_rows
+from nanprobe.diagnosis.layers import assign_layer_roles
 from nanprobe.diagnosis.localize import Localizer
 from nanprobe.diagnosis.origin import origin_record
-from nanprobe.diagnosis.replay import Variant, dropout_sites, model_dtypes, plan_variants
-from nanprobe.diagnosis.result import Diagnosis
-from nanprobe.diagnosis.runner import Execution, Runner, pass_budget
+from nanprobe.diagnosis.replay import Replay, dropout_sites, model_dtypes, plan_replays
 from nanprobe.diagnosis.samples import describe_samples, masked_positions
 from nanprobe.diagnosis.verdict import Facts, decide
-from nanprobe.errors import InputError
+from nanprobe.errors import InputError, ModelRaised
+from nanprobe.execution import Execution, Executor, Mode, parse_mode
+from nanprobe.kinds import nonfinite_tensors
+from nanprobe.report import LatentEntry, ReplayEntry, Report
 from nanprobe.rng import RNGState, forked_rng
 from nanprobe.sentinel import check_finite, tensor_leaves
 
-__all__ = ["diagnose"]
+__all__ = ["diagnose", "pass_budget"]
+
+
+def pass_budget(batch_size: int) -> int:
+    """Most forward passes one diagnosis of a failing batch of ``batch_size`` samples may cost."""
+    return int(2 * math.log2(max(batch_size, 1))) + 12
+
+
+MIN_DEFERRAL_PASSES = 4
+"""With a time budget, a diagnosis may still take this many times its control run (a few forward passes)."""
 
 
 def _word(res: Execution, kind: str) -> str:
@@ -57,48 +68,52 @@ def _buffer_evidence(model: nn.Module, name: str) -> list[str]:
 
 
 def _bad_parameters(model: nn.Module) -> list[str]:
-    names = []
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t.detach()).all()):
-            names.append(name)
-    return names
+    return nonfinite_tensors([*model.named_parameters(), *model.named_buffers()])
 
 
 def diagnose(
     model: nn.Module,
     batches: Sequence[Any],
     *,
-    mode: str = "eval",
+    mode: str | Mode = Mode.EVAL,
     backward: bool = False,
     config: Mapping[str, Any] | None = None,
     rng_states: Sequence[RNGState | None] | None = None,
     replay: bool = True,
     repro_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-) -> Diagnosis:
+    time_budget: float | None = None,
+) -> Report:
     """Find which batch goes non-finite, where (module, op, source line, samples) and why (a verdict with
     the evidence of a replay matrix). The model, torch's global switches and the caller's RNG are left
-    exactly as they were."""
-    if mode not in ("eval", "train"):
-        raise InputError(f"mode must be 'eval' or 'train', not {mode!r}")
+    exactly as they were. A model that raises on a batch in the control run is :class:`ModelRaised`.
+
+    ``time_budget`` (seconds, or at least :data:`MIN_DEFERRAL_PASSES` times the failing batch's control run,
+    whichever is longer) bounds the work after the control run: localization always runs, and replays and
+    sample bisection that do not fit are skipped and named in ``Report.deferred``."""
+    run_mode = parse_mode(mode)
     if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or not batches:
         raise InputError("batches must be a non-empty sequence of batches")
     with forked_rng():
-        return _Diagnoser(model, list(batches), mode, backward, config, rng_states, replay, repro_dir,
-                          progress).run()
+        return _Diagnoser(model, list(batches), run_mode, backward, config, rng_states, replay, repro_dir,
+                          progress, time_budget).run()
 
 
 class _Diagnoser:
-    def __init__(self, model: nn.Module, batches: list[Any], mode: str, backward: bool,
+    def __init__(self, model: nn.Module, batches: list[Any], mode: Mode, backward: bool,
                  config: Mapping[str, Any] | None, rng_states: Sequence[RNGState | None] | None, replay: bool,
-                 repro_dir: str | Path | None, progress: Callable[[str], None] | None) -> None:
+                 repro_dir: str | Path | None, progress: Callable[[str], None] | None,
+                 time_budget: float | None) -> None:
         self.model, self.batches, self.mode, self.backward = model, batches, mode, backward
         self.config, self.rng_states, self.replay, self.repro_dir = config, rng_states, replay, repro_dir
-        self.runner = Runner(model, mode=mode, backward=backward, progress=progress)
-        self.diag = Diagnosis()
+        self.time_budget = time_budget
+        self.deadline: float | None = None
+        self._control_seconds = 0.0
+        self.runner = Executor(model, mode=mode, backward=backward, progress=progress)
+        self.diag = Report()
 
     # ------------------------------------------------------------------ top level
-    def run(self) -> Diagnosis:
+    def run(self) -> Report:
         d = self.diag
         d.nonfinite_parameters = _bad_parameters(self.model)
         if self.config:
@@ -114,21 +129,24 @@ class _Diagnoser:
         batch, rng = self.batches[failing], states[failing]
         size = batch_size(batch) or 1
         d.budget = pass_budget(size)
+        if self.time_budget is not None:
+            self.deadline = time.monotonic() + max(self.time_budget, MIN_DEFERRAL_PASSES * self._control_seconds)
         loc, flow, loc_res = self._localize(batch, rng, size)
-        hooked = self._hook_check(batch, rng, control) if self.replay else None
+        hooked = self._hook_check(batch, rng, control) if self.replay and not self._out_of_time("the probe run") \
+            else None
         facts = self._first_nonfinite(failing, batch, size, control, loc, flow, loc_res, hooked)
         if self.replay:
             self._naive_hooks(batch, rng, facts)
             self._replay_matrix(batch, rng, loc, facts)
             search = self._samples(batch, rng, size, facts)
             self._batch_sizes(failing, batch, rng, search, facts)
-        failing_rows = d.first_nonfinite["samples"] if d.first_nonfinite else []
+        failing_rows = d.first_nonfinite.samples if d.first_nonfinite else []
         d.sample_details = describe_samples(batch, failing_rows, self.model, loc.attention)
         facts.masked = masked_positions(loc.attention, failing_rows or sorted({
             s for a in loc.attention for s in a["rows"]}))
         d.verdict = decide(facts)
-        if d.verdict is not None and d.first_nonfinite:
-            d.verdict["evidence"].extend(_buffer_evidence(self.model, d.first_nonfinite["module"]))
+        if d.first_nonfinite:
+            d.verdict.evidence.extend(_buffer_evidence(self.model, d.first_nonfinite.module))
         if self.repro_dir is not None and flow.origin is not None:
             d.repro = self._repro(loc, flow, rng)
         d.forward_passes = self.runner.passes
@@ -142,7 +160,14 @@ class _Diagnoser:
             given = self.rng_states[i] if self.rng_states is not None and i < len(self.rng_states) else None
             state = given or current
             states.append(state)
-            res = self.runner.run(batch, state, label=f"control batch {i}", raise_errors=True)
+            started = time.monotonic()
+            try:
+                res = self.runner.run(batch, state, label=f"control batch {i}", raise_errors=True)
+            except Exception as e:  # the user's model raised on the user's batch
+                first = (str(e).strip().splitlines() or ["no message"])[0]
+                raise ModelRaised(f"the model raised {type(e).__name__} in control batch {i} "
+                                  f"({self.runner.mode} mode): {first}") from e
+            self._control_seconds = time.monotonic() - started
             if res.rng_after is not None:
                 current = res.rng_after
             if res.nonfinite:
@@ -172,7 +197,7 @@ class _Diagnoser:
         self.runner.run(batch, rng, label="localize (latent check)", instrument=loc.active)
         flow = trace_back(loc.events, [], param_keys=loc.param_keys, input_keys=loc.input_keys)
         self.diag.latent = _latent(flow)
-        self.diag.layers = layer_rows(loc.rows, None)
+        self.diag.layers = assign_layer_roles(loc.rows, loc.parents, None)
         self.diag.instrumentation = {"hooks_changed_result": False, "method": "dispatch_mode"}
 
     def _hook_check(self, batch: Any, rng: RNGState, control: Execution | None) -> HookedRun:
@@ -222,8 +247,18 @@ class _Diagnoser:
         origin = flow.origin
         d.latent = _latent(flow)
         facts.latent = d.latent
-        d.layers = layer_rows(loc.rows, origin.call if origin is not None else None)
+        d.layers = assign_layer_roles(loc.rows, loc.parents, origin.call if origin is not None else None)
         return facts
+
+    # ------------------------------------------------------------------ budgets
+    def _out_of_time(self, what: str) -> bool:
+        """True once the time budget is spent; the first time, the report says what was left undone."""
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return False
+        if self.diag.deferred is None:
+            self.diag.deferred = (f"time budget reached after {self.runner.passes} forward pass(es), at {what}: "
+                                  "the remaining replays and sample bisection are left to `nanprobe replay`")
+        return True
 
     # ------------------------------------------------------------------ replay
     def _spent(self) -> int:
@@ -238,13 +273,15 @@ class _Diagnoser:
         if facts.hooks_changed or facts.leaf is not None or not (
                 facts.op in fused or any(isinstance(m, layers) for m in self.model.modules())):
             return
+        if self._out_of_time("the per-module hook check"):
+            return
         holder = HookedRun(method="noop_hooks")
         res = self.runner.run(batch, rng, label="per-module hooks",
                               instrument=lambda: module_hooks(self.model, holder, backward=self.backward))
         if res.error is not None:
             return
-        self.diag.replay.append({"variant": "per-module hooks", "changes": {"module_hooks": True},
-                                 "nonfinite": res.nonfinite, "samples": list(res.samples)})
+        self.diag.replay.append(ReplayEntry("per-module hooks", {"module_hooks": True}, res.nonfinite,
+                                            list(res.samples)))
         if res.nonfinite:
             facts.evidence.append(f"per-module hooks -> {_word(res, facts.kind)}")
             return
@@ -261,7 +298,7 @@ class _Diagnoser:
         if facts.leaf is not None:  # input or parameter already non-finite: replays cannot change that
             facts.evidence.append("replay matrix skipped: the non-finite value exists before any layer runs")
             return
-        variants = plan_variants(self.model, batch, mode=self.mode, backward=self.backward, ops_seen=loc.ops_seen)
+        variants = plan_replays(self.model, batch, mode=self.mode, backward=self.backward, ops_seen=loc.ops_seen)
         for v in variants:
             if v.key == "upcast64" and facts.results.get("upcast") is False:
                 continue
@@ -271,9 +308,12 @@ class _Diagnoser:
             if self._spent() + self._reserve(size) >= (d.budget or 0):
                 facts.evidence.append(f"{v.label}: skipped (pass budget)")
                 continue
+            if self._out_of_time(v.label):
+                facts.evidence.append(f"{v.label}: deferred (time budget)")
+                continue
             self._run_variant(v, batch, rng, facts)
 
-    def _run_variant(self, v: Variant, batch: Any, rng: RNGState, facts: Facts) -> None:
+    def _run_variant(self, v: Replay, batch: Any, rng: RNGState, facts: Facts) -> None:
         contexts = v.contexts
         try:
             data = v.batch_fn(batch) if v.batch_fn else batch
@@ -284,10 +324,9 @@ class _Diagnoser:
                 return
             net, contexts = None, (*contexts, v.fallback)
         res = self.runner.run(data, rng, label=v.label, mode=v.mode, grad=v.grad, contexts=contexts, model=net)
-        entry = {"variant": v.label, "changes": dict(v.changes), "nonfinite": res.nonfinite,
-                 "samples": list(res.samples)}
+        entry = ReplayEntry(v.label, dict(v.changes), res.nonfinite, list(res.samples))
         if res.error is not None:
-            entry["error"] = f"{type(res.error).__name__}: {res.error}"
+            entry.error = f"{type(res.error).__name__}: {res.error}"
         else:
             facts.results[v.key] = res.nonfinite
         self.diag.replay.append(entry)
@@ -300,7 +339,8 @@ class _Diagnoser:
         budget = (self.diag.budget or 0) - self._spent() - 1
         cands = facts.samples
         search = find_samples(lambda b, label, ch: self.runner.run(b, rng, label=label), batch, cands,
-                              budget=max(budget, 0), kind=facts.kind)
+                              budget=max(budget, 0), kind=facts.kind,
+                              stop=lambda: self._out_of_time("the sample bisection"))
         self.diag.replay.extend(search.replay)
         facts.evidence.extend(search.evidence)
         if search.composition:
@@ -312,6 +352,8 @@ class _Diagnoser:
     def _batch_sizes(self, index: int, batch: Any, rng: RNGState, search: SampleSearch | None,
                      facts: Facts) -> None:
         if facts.leaf is not None or self._spent() >= (self.diag.budget or 0):
+            return
+        if self._out_of_time("the batch-size replay"):
             return
         size = facts.batch_size
         rows = (search.minimal if search and search.minimal else None) or list(range(size))
@@ -336,8 +378,8 @@ class _Diagnoser:
             return
         res = self.runner.run(mixed, rng, label=label)
         bad_core = [i for i in res.samples if i < len(rows)]
-        self.diag.replay.append({"variant": label, "changes": {"batch_size": n, "samples": rows},
-                                 "nonfinite": res.nonfinite, "samples": [rows[i] for i in bad_core]})
+        self.diag.replay.append(ReplayEntry(label, {"batch_size": n, "samples": rows}, res.nonfinite,
+                                            [rows[i] for i in bad_core]))
         facts.evidence.append(f"{label} -> {_word(res, facts.kind)}")
         if res.error is None and not res.nonfinite:
             facts.rebatch_fixed = label + " -> finite"
@@ -354,23 +396,22 @@ class _Diagnoser:
             rng = RNGState(torch_cpu=loc.call_rng[origin.call])
         try:
             path = write_repro(Path(self.repro_dir), module, args, kwargs, rng=rng, name=origin.module,
-                               training=self.mode == "train", grad=self.mode == "train" or self.backward,
+                               training=self.mode is Mode.TRAIN, grad=self.mode is Mode.TRAIN or self.backward,
                                fastpath=torch.backends.mha.get_fastpath_enabled())
         except Exception as e:  # pickling a user module can fail; the diagnosis still stands
-            self.diag.verdict = self.diag.verdict or None
             if self.diag.verdict is not None:
-                self.diag.verdict["evidence"].append(f"repro not written: {type(e).__name__}: {e}")
+                self.diag.verdict.evidence.append(f"repro not written: {type(e).__name__}: {e}")
             return None
         return str(path)
 
 
-def _latent(flow: Flow) -> list[dict[str, Any]]:
+def _latent(flow: Flow) -> list[LatentEntry]:
     seen: set[tuple[str, str, str]] = set()
-    out: list[dict[str, Any]] = []
+    out: list[LatentEntry] = []
     for e in flow.latent:
         key = (e.module, e.kind, e.op)
         if key in seen:
             continue
         seen.add(key)
-        out.append({"module": e.module, "kind": e.kind, "op": e.op, "phase": e.phase})
+        out.append(LatentEntry(e.module, e.kind, e.op, e.phase))  # type: ignore[arg-type]
     return out

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 import torch
 
-__all__ = ["Flow", "OpEvent", "storage_key", "tensor_kinds", "trace_back"]
+from nanprobe.kinds import FINITE, NAN, NEGINF, Kind, report_kind
+
+__all__ = ["Flow", "OpEvent", "storage_key", "trace_back"]
 
 
 def storage_key(t: torch.Tensor) -> Any:
@@ -17,35 +19,6 @@ def storage_key(t: torch.Tensor) -> Any:
         return ("s", t.untyped_storage().data_ptr(), t.device.type)
     except (RuntimeError, NotImplementedError, TypeError):
         return ("t", id(t))
-
-
-def tensor_kinds(t: torch.Tensor) -> frozenset[str]:
-    """Which of "nan", "+inf", "-inf" occur in ``t`` (empty when all finite)."""
-    try:
-        x = t.detach()
-        if x.is_nested:
-            x = x.values() if x.layout == torch.jagged else torch.nested.to_padded_tensor(x, 0.0)
-        if x.numel() == 0:
-            return frozenset()
-        if x.is_complex():
-            x = x.abs()
-        if bool(torch.isfinite(x).all()):
-            return frozenset()
-        found = set()
-        if bool(torch.isnan(x).any()):
-            found.add("nan")
-        if bool((x == float("inf")).any()):
-            found.add("+inf")
-        if bool((x == float("-inf")).any()):
-            found.add("-inf")
-        return frozenset(found)
-    except (RuntimeError, NotImplementedError, TypeError):
-        return frozenset()
-
-
-def contract_kind(kinds: Iterable[frozenset[str]]) -> str:
-    """"nan" when any NaN, else "inf"."""
-    return "nan" if any("nan" in k for k in kinds) else "inf"
 
 
 @dataclass
@@ -59,8 +32,8 @@ class OpEvent:
     phase: str
     out_keys: list[Any]
     in_keys: list[Any]
-    in_kinds: list[frozenset[str]]
-    out_kinds: list[frozenset[str]]
+    in_kinds: list[Kind]
+    out_kinds: list[Kind]
     mask_consumer: bool = False
     call: int | None = None
     node: str | None = None
@@ -73,11 +46,12 @@ class OpEvent:
         """Finite inputs, non-finite output; -inf masks fed to a softmax/attention op count as finite."""
         if not self.in_kinds:
             return True
-        return self.mask_consumer and all(k == frozenset({"-inf"}) for k in self.in_kinds)
+        return self.mask_consumer and all(k == NEGINF for k in self.in_kinds)
 
     @property
     def kind(self) -> str:
-        return contract_kind(self.out_kinds)
+        """``"nan"`` when any output carries NaN, else ``"inf"``."""
+        return report_kind(reduce(lambda a, b: a | b, self.out_kinds, FINITE)) or "inf"
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "op": self.op, "module": self.module, "phase": self.phase, "kind": self.kind,
@@ -94,7 +68,7 @@ class Flow:
     latent: list[OpEvent] = field(default_factory=list)
 
 
-def trace_back(events: list[OpEvent], final_keys: Iterable[Any], *, param_keys: dict[Any, str],
+def trace_back(events: list[OpEvent], final_keys: list[Any], *, param_keys: dict[Any, str],
                input_keys: set[Any], phase: str = "forward") -> Flow:
     """Walk from the storages of the non-finite final values back through the ops that wrote them to the
     earliest producer on the chain (or to the input/parameter already carrying the value)."""
@@ -131,7 +105,7 @@ def trace_back(events: list[OpEvent], final_keys: Iterable[Any], *, param_keys: 
             producers.add(pos)
             continue
         todo.extend((k, pos) for k, kinds in zip(e.in_keys, e.in_kinds)
-                    if not (e.mask_consumer and kinds == frozenset({"-inf"})))  # masks are not the failure
+                    if not (e.mask_consumer and kinds == NEGINF))  # masks are not the failure
     flow = Flow(chain={events[p].index for p in chain})
     if "<input>" in leaves:
         flow.leaf = "<input>"
@@ -150,6 +124,6 @@ def _kind_aware(events: list[OpEvent]) -> OpEvent | None:
     """Fallback when storage links break: the first op emitting NaN from NaN-free inputs, else the first
     producer."""
     for e in events:
-        if "nan" in frozenset().union(*e.out_kinds) and not any("nan" in k for k in e.in_kinds):
+        if any(k & NAN for k in e.out_kinds) and not any(k & NAN for k in e.in_kinds):
             return e
     return next((e for e in events if e.producer), None)

@@ -9,7 +9,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["HookedRun", "module_hooks"]
+from nanprobe.probe import Probe, ProbeResult
+
+__all__ = ["HookedRun", "module_hooks", "probe_result"]
 
 
 @dataclass
@@ -28,15 +30,10 @@ def _noop(*_: Any) -> None:
 
 @contextlib.contextmanager
 def module_hooks(model: nn.Module, holder: HookedRun, *, backward: bool = False) -> Iterator[None]:
-    """Per-module hooks on every module: nanprobe's probe when it is available, else no-op forward hooks
-    (which have the same effect on fast paths). Every handle is removed on exit."""
-    probe_cls = None
-    try:
-        from nanprobe.probe import Probe as probe_cls  # type: ignore[no-redef]
-    except ImportError:
-        probe_cls = None
-    if probe_cls is not None and holder.method == "probe":
-        probe = probe_cls(model, backward=backward)
+    """Per-module hooks on every module: nanprobe's probe (``holder.method == "probe"``), else no-op forward
+    hooks, which have the same effect on fast paths. Every handle is removed on exit."""
+    if holder.method == "probe":
+        probe = Probe(model, backward=backward)
         with probe as p:
             try:
                 yield
@@ -55,7 +52,7 @@ def module_hooks(model: nn.Module, holder: HookedRun, *, backward: bool = False)
         holder.handles.clear()
 
 
-def probe_result(holder: HookedRun) -> Any:
+def probe_result(holder: HookedRun) -> ProbeResult | None:
     """The probe's result object, or None."""
     if holder.result is None:
         return None

@@ -10,23 +10,23 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import nanprobe
 from nanprobe._hooks import remove_handle
-from nanprobe.diagnosis.flow import OpEvent, storage_key, tensor_kinds
+from nanprobe.diagnosis.flow import OpEvent, storage_key
 from nanprobe.diagnosis.masks import fully_masked, is_mask_consumer
+from nanprobe.kinds import FINITE, Kind, tensor_kinds
+from nanprobe.report import LayerRow
 from nanprobe.sentinel import tensor_leaves
 
-__all__ = ["CallRow", "Localizer"]
+__all__ = ["Localizer", "format_source", "user_source"]
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
-_OWN_DIR = os.path.dirname(nanprobe.__file__)
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SKIP_PREFIXES = (_TORCH_DIR, _OWN_DIR, "<")
 _TRACKED_ATTR = "_nanprobe_module"
 
@@ -64,25 +64,8 @@ def _source_from_trace(trace: Any) -> str | None:
     return found
 
 
-@dataclass
-class CallRow:
-    """One module call seen by the global hooks, with its output statistics."""
-
-    index: int
-    module: str
-    module_type: str
-    phase: str = "forward"
-    stats: dict[str, Any] = field(default_factory=dict)
-    nonfinite: bool = False
-    parent: int | None = None
-    role: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "module": self.module, "module_type": self.module_type, "phase": self.phase,
-                **self.stats, "role": self.role}
-
-
 def _fold_stats(tensors: list[torch.Tensor]) -> dict[str, Any]:
+    """min/max/absmax/mean/std of the finite values and NaN/Inf counts, over all of a call's outputs."""
     out: dict[str, Any] = {"min": None, "max": None, "absmax": None, "mean": None, "std": None, "nan": 0, "inf": 0}
     means: list[float] = []
     stds: list[float] = []
@@ -116,7 +99,7 @@ class _Mode(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
-        before: dict[int, frozenset[str]] | None = None
+        before: dict[int, Kind] | None = None
         if not self.owner.suspended and _mutates(func):
             before = {id(t): tensor_kinds(t) for t in _mutable_args(func, args, kwargs)}
         out = func(*args, **kwargs)
@@ -172,14 +155,12 @@ class Localizer:
         self.model = model
         self.batch_size = batch_size
         self.names = {id(m): name for name, m in model.named_modules()}
-        self.param_keys: dict[Any, str] = {}
-        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-            if p.is_floating_point() and not p.is_nested:
-                self.param_keys.setdefault(storage_key(p), name)
+        self.param_keys: dict[Any, str] = {}  # filled on entry: a run may give the model private buffers
         self.input_keys = {storage_key(t) for _, t in tensor_leaves(batch) if not t.is_nested}
         self.events: list[OpEvent] = []
-        self.rows: list[CallRow] = []
-        self.stack: list[CallRow] = []
+        self.rows: list[LayerRow] = []
+        self.parents: list[int | None] = []  # the enclosing call of each row
+        self.stack: list[LayerRow] = []
         self.attention: list[dict[str, Any]] = []
         self.ops_seen: set[str] = set()
         self.uninitialized: set[Any] = set()  # storages from aten.empty* not yet written to
@@ -195,6 +176,10 @@ class Localizer:
     # ---------------------------------------------------------------- lifecycle
     @contextlib.contextmanager
     def active(self) -> Iterator[Localizer]:
+        self.param_keys.clear()
+        for name, p in [*self.model.named_parameters(), *self.model.named_buffers()]:
+            if p.is_floating_point() and not p.is_nested:
+                self.param_keys.setdefault(storage_key(p), name)
         hooks = [
             torch.nn.modules.module.register_module_forward_pre_hook(self._pre),
             torch.nn.modules.module.register_module_forward_hook(self._post, always_call=True),
@@ -236,9 +221,9 @@ class Localizer:
         name = self.names.get(id(module))
         if name is None:
             name = f"<{type(module).__name__}>"
-        row = CallRow(index=len(self.rows), module=name, module_type=type(module).__name__,
-                      parent=self.stack[-1].index if self.stack else None)
+        row = LayerRow(index=len(self.rows), module=name, module_type=type(module).__name__)
         self.rows.append(row)
+        self.parents.append(self.stack[-1].index if self.stack else None)
         self.stack.append(row)
         if self.backward and torch.is_grad_enabled():
             self._input_grad_fns[row.index] = {t.grad_fn for t in _flat_tensors(args) if t.grad_fn is not None}
@@ -251,8 +236,8 @@ class Localizer:
         self.suspended = True
         try:
             tensors = [t for _, t in tensor_leaves(output)]
-            row.stats = _fold_stats(tensors)
-            row.nonfinite = bool(row.stats["nan"] or row.stats["inf"])
+            for key, value in _fold_stats(tensors).items():
+                setattr(row, key, value)
             if row.nonfinite:
                 self.call_samples[row.index] = self._rows_of(tensors)
             if self.backward:
@@ -262,7 +247,7 @@ class Localizer:
         finally:
             self.suspended = was
 
-    def _label_graph(self, row: CallRow, outputs: list[torch.Tensor]) -> None:
+    def _label_graph(self, row: LayerRow, outputs: list[torch.Tensor]) -> None:
         """Name the autograd nodes created inside this call (innermost calls label theirs first)."""
         stop = self._input_grad_fns.pop(row.index, set())
         todo = [t.grad_fn for t in outputs if t.grad_fn is not None]
@@ -280,7 +265,7 @@ class Localizer:
 
     # ---------------------------------------------------------------- op observation
     def observe(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
-                before: dict[int, frozenset[str]] | None = None) -> None:
+                before: dict[int, Kind] | None = None) -> None:
         """Record ``func`` if it emitted a non-finite value; ``before`` holds the kinds of the tensors it
         mutated, as they were before it ran."""
         op = _op_name(func)
@@ -293,7 +278,7 @@ class Localizer:
                 key = storage_key(t)
                 if key in self.uninitialized:
                     self.uninitialized.discard(key)
-                    before[id(t)] = frozenset()
+                    before[id(t)] = FINITE
         node = torch._C._current_autograd_node()
         phase = "backward" if node is not None else "forward"
         if phase == "forward" and is_mask_consumer(op):
@@ -304,7 +289,7 @@ class Localizer:
         bad_out = [(t, k) for t in outs if (k := tensor_kinds(t))]
         if not bad_out:
             return
-        bad_in: list[tuple[Any, frozenset[str]]] = []
+        bad_in: list[tuple[Any, Kind]] = []
         for t in _flat_tensors((args, kwargs)):
             if not (t.is_floating_point() or t.is_complex()):
                 continue

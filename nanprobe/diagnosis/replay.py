@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from nanprobe.batches import cast_floating
+from nanprobe.execution import Mode
+from nanprobe.sentinel import tensor_leaves
 
-__all__ = ["Variant", "dropout_sites", "model_dtypes", "plan_variants", "upcast_in_place", "upcast_model",
+__all__ = ["Replay", "dropout_sites", "model_dtypes", "plan_replays", "upcast_in_place", "upcast_model",
            "zero_dropout"]
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -21,13 +23,13 @@ _ATTN_TYPES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.Transformer
 
 
 @dataclass
-class Variant:
-    """One replay: what changes, how to run it, or why it was skipped."""
+class Replay:
+    """One planned replay of the failing batch: what changes, how to run it, or why it was skipped."""
 
     key: str
     label: str
     changes: dict[str, Any]
-    mode: str | None = None
+    mode: Mode | None = None
     grad: bool | None = None
     contexts: tuple[Callable[[], contextlib.AbstractContextManager[Any]], ...] = ()
     batch_fn: Callable[[Any], Any] | None = None
@@ -70,8 +72,6 @@ def zero_dropout(model: nn.Module) -> Iterator[list[str]]:
 
 
 def model_dtypes(model: nn.Module, batch: Any) -> set[torch.dtype]:
-    from nanprobe.sentinel import tensor_leaves
-
     found = {p.dtype for p in model.parameters() if p.is_floating_point()}
     found |= {b.dtype for b in model.buffers() if b.is_floating_point()}
     found |= {t.dtype for _, t in tensor_leaves(batch) if t.is_floating_point()}
@@ -135,15 +135,15 @@ def _autocast_off(devices: list[str]) -> Callable[[], contextlib.AbstractContext
     return make
 
 
-def plan_variants(model: nn.Module, batch: Any, *, mode: str, backward: bool,
-                  ops_seen: set[str]) -> list[Variant]:
-    """The replay variants in priority order; those that cannot apply come back with ``skipped`` set."""
-    out: list[Variant] = []
-    other = "train" if mode == "eval" else "eval"
-    out.append(Variant("mode", f"{other} mode", {"mode": other}, mode=other))
+def plan_replays(model: nn.Module, batch: Any, *, mode: Mode, backward: bool,
+                 ops_seen: set[str]) -> list[Replay]:
+    """The replays in priority order; those that cannot apply come back with ``skipped`` set."""
+    out: list[Replay] = []
+    other = mode.other
+    out.append(Replay("mode", f"{other} mode", {"mode": other.value}, mode=other))
 
     sites = [s for s in dropout_sites(model) if s[3] > 0]
-    drop = Variant("dropout", "dropout p=0", {"dropout_p": 0.0},
+    drop = Replay("dropout", "dropout p=0", {"dropout_p": 0.0},
                    contexts=(lambda: zero_dropout(model),), extra={"sites": [(n, a, p) for n, _, a, p in sites]})
     if not sites:
         drop.skipped = "no dropout in model"
@@ -152,10 +152,10 @@ def plan_variants(model: nn.Module, batch: Any, *, mode: str, backward: bool,
     out.append(drop)
 
     has_attn = _has(model, _ATTN_TYPES)
-    fast = Variant("fastpath", "fast path off", {"mha_fastpath": False}, contexts=(_mha_off,))
+    fast = Replay("fastpath", "fast path off", {"mha_fastpath": False}, contexts=(_mha_off,))
     if not has_attn:
         fast.skipped = "no nn.MultiheadAttention/TransformerEncoderLayer"
-    elif mode == "train" or backward:
+    elif mode is Mode.TRAIN or backward:
         fast.skipped = "fast path not taken with grad/train mode"
     out.append(fast)
 
@@ -163,7 +163,7 @@ def plan_variants(model: nn.Module, batch: Any, *, mode: str, backward: bool,
     half = any(d in _HALF for d in dtypes)
     target = torch.float32 if half else torch.float64
     name = str(target).removeprefix("torch.")
-    up = Variant("upcast", f"upcast to {name}", {"dtype": name},
+    up = Replay("upcast", f"upcast to {name}", {"dtype": name},
                  model_fn=lambda: upcast_model(model, target),
                  batch_fn=lambda b: cast_floating(b, target), fallback=lambda: upcast_in_place(model, target))
     if not dtypes or dtypes <= {torch.float64}:
@@ -171,21 +171,21 @@ def plan_variants(model: nn.Module, batch: Any, *, mode: str, backward: bool,
     out.append(up)
 
     devices = _autocast_devices()
-    auto = Variant("autocast", "autocast off", {"autocast": False}, contexts=(_autocast_off(devices),))
+    auto = Replay("autocast", "autocast off", {"autocast": False}, contexts=(_autocast_off(devices),))
     if not devices:
         auto.skipped = "autocast not active"
     out.append(auto)
 
     uses_sdpa = any(op.startswith(("aten._scaled_dot_product", "aten.scaled_dot_product")) for op in ops_seen)
-    sdpa = Variant("sdpa", "SDPA math backend", {"sdpa_backend": "math"}, contexts=(_sdpa_math,))
+    sdpa = Replay("sdpa", "SDPA math backend", {"sdpa_backend": "math"}, contexts=(_sdpa_math,))
     if not uses_sdpa and not has_attn:
         sdpa.skipped = "no scaled_dot_product_attention call"
     elif not uses_sdpa:
         sdpa.skipped = "attention ran without scaled_dot_product_attention"
     out.append(sdpa)
 
-    grad_on = not (mode == "train" or backward)
-    grad = Variant("grad", f"grad {'on' if grad_on else 'off'}", {"grad": grad_on}, grad=grad_on)
+    grad_on = not (mode is Mode.TRAIN or backward)
+    grad = Replay("grad", f"grad {'on' if grad_on else 'off'}", {"grad": grad_on}, grad=grad_on)
     if backward:
         grad.skipped = "backward needs grad"
     elif not has_attn:
@@ -193,7 +193,7 @@ def plan_variants(model: nn.Module, batch: Any, *, mode: str, backward: bool,
     out.append(grad)
 
     if half:
-        out.append(Variant("upcast64", "upcast to float64", {"dtype": "float64"},
+        out.append(Replay("upcast64", "upcast to float64", {"dtype": "float64"},
                            model_fn=lambda: upcast_model(model, torch.float64),
                            batch_fn=lambda b: cast_floating(b, torch.float64),
                            fallback=lambda: upcast_in_place(model, torch.float64)))

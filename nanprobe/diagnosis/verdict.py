@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from nanprobe.diagnosis.samples import ranges
+from nanprobe.report import Verdict
 
 __all__ = ["DOMAIN_OPS", "Facts", "decide"]
 
@@ -120,8 +121,8 @@ def _where(f: Facts) -> str:
     return f"{place} ({f.source})" if f.source else place
 
 
-def decide(f: Facts) -> dict[str, Any]:
-    """The verdict dict: cause, summary, evidence, fix."""
+def decide(f: Facts) -> Verdict:
+    """The verdict: cause, summary, evidence, fix."""
     cause, summary, fix = _rule(f)
     evidence = list(f.evidence)
     if f.hooks_changed:
@@ -130,7 +131,8 @@ def decide(f: Facts) -> dict[str, Any]:
                            f"{' (TransformerEncoderLayer fast path refused)' if fast else ''}"
                            "; localized with a dispatch mode and global module hooks instead")
     config = [f"config audit: {m}" for m in f.config_notes[:3]]
-    return {"cause": cause, "summary": summary, "evidence": evidence + f.extra_notes + config, "fix": fix}
+    return Verdict(cause=cause, summary=summary, evidence=evidence + f.extra_notes + config,  # type: ignore[arg-type]
+                   fix=fix)
 
 
 def _rule(f: Facts) -> tuple[str, str, str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+
+from nanprobe.report import to_plain
 
 __all__ = ["History", "scalar"]
 
@@ -60,10 +61,4 @@ class History:
         records = list(self._records)
         if n is not None:
             records = records[-n:] if n > 0 else []
-        return [{k: _json_number(v) for k, v in r.items()} for r in records]
-
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
+        return [to_plain(r) for r in records]

@@ -16,6 +16,8 @@ from torch import nn
 
 __all__ = ["method_adapter", "patch_method"]
 
+_TARGET = "_nanprobe_method_target"
+
 
 def method_adapter(model: nn.Module, method: str | None) -> nn.Module:
     """``model`` itself when ``method`` is None or "forward"; else a view whose ``forward`` runs ``method``."""
@@ -25,16 +27,21 @@ def method_adapter(model: nn.Module, method: str | None) -> nn.Module:
     if not callable(fn):
         raise AttributeError(f"{type(model).__name__} has no method {method!r}")
     adapter = copy.copy(model)  # shares _modules, _parameters and _buffers with the model
+    # The real model rides along as a plain attribute (not a submodule, so names are unchanged). A deep copy
+    # of the adapter (a replay's upcast copy) copies it with the same memo, so the copy's method runs on
+    # the copied submodules, never on the original float32 ones.
+    object.__setattr__(adapter, _TARGET, model)
 
     def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        # Bound to the real model, so ``self(...)`` inside the method is its real forward; the root's own
-        # train flag follows the adapter's for the call (the submodules are shared anyway).
-        previous = model.training
-        model.training = self.training
+        # The method is bound to the real model, so ``self(...)`` inside it is its real forward; the root's
+        # own train flag follows the adapter's for the call (the submodules are shared anyway).
+        target = self.__dict__[_TARGET]
+        previous = target.training
+        target.training = self.training
         try:
-            return fn(model, *args, **kwargs)
+            return fn(target, *args, **kwargs)
         finally:
-            model.training = previous
+            target.training = previous
 
     object.__setattr__(adapter, "forward", types.MethodType(forward, adapter))
     return adapter

@@ -8,9 +8,10 @@ and leave a post-mortem bundle that explains it.
             mon.after_backward()
             optimizer.step()
 
-Sentinel mode (the default) adds no per-module hook (so native fast paths stay on), captures the RNG before
-each top-level call and reads one flag back per call. Full mode also re-runs every ``every``-th step's batch
-under the per-layer probe (a separate, side-effect-free run) and keeps the per-layer stats.
+At ``depth="sentinel"`` (the default) it adds no per-module hook (so native fast paths stay on), captures the
+RNG before each top-level call and reads one flag back per call. ``depth="full"`` also re-runs every
+``every``-th step's batch under the per-layer probe (a separate, side-effect-free run) and keeps the per-layer
+stats. Steps are counted from 0: without ``mon.step()`` every top-level model call is one step.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from __future__ import annotations
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,66 +27,44 @@ import torch
 from torch import nn
 
 from nanprobe.batches import ModelCall, batch_size
-from nanprobe.errors import NonFiniteError
+from nanprobe.errors import InputError, NonFiniteError
+from nanprobe.execution import mode_of
 from nanprobe.monitoring.distributed import RankSync, rank_and_world
-from nanprobe.monitoring.failure import Failure, FailureContext, handle_failure, sample_layers
+from nanprobe.monitoring.failure import Failure, Handling, Position, handle_failure
 from nanprobe.monitoring.history import History, scalar
 from nanprobe.monitoring.methods import patch_method
+from nanprobe.monitoring.snapshots import layer_snapshot
+from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
+from nanprobe.postmortem.assemble import ModelSource
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients, tensor_leaves
 from nanprobe.watch import CallEvent, Watcher
 
-__all__ = ["Monitor", "NonFiniteWarning", "Policy", "monitor"]
-
-
-class Policy(str, Enum):
-    RAISE = "raise"
-    DUMP = "dump"
-    WARN = "warn"
+__all__ = ["Depth", "Monitor", "MonitorSettings", "NonFiniteWarning", "Policy", "monitor"]
 
 
 class NonFiniteWarning(RuntimeWarning):
-    """Issued by ``on_nonfinite="warn"`` after the bundle is written."""
-
-
-@dataclass
-class StepCall:
-    """What the monitor keeps of the current step: references to the call's inputs, never its outputs."""
-
-    step: int
-    epoch: int | None
-    call: ModelCall
-    rng: RNGState | None
-    training: bool
-    grad_enabled: bool
-    method: str | None = None  # None: forward (``model(...)``)
-
-
-@dataclass
-class _Pending:
-    phase: str  # "forward" | "loss" | "backward"
-    check: FiniteCheck
-    call: StepCall | None
+    """Issued by ``on_nonfinite="warn"`` after the bundle is written, and in ``dump``/``warn`` mode when
+    nanprobe itself failed while handling a non-finite step (the run goes on)."""
 
 
 @dataclass
 class MonitorSettings:
-    out_dir: Path
-    on_nonfinite: Policy = Policy.RAISE
-    mode: str = "sentinel"
+    """Everything :func:`monitor` was given, validated."""
+
+    handling: Handling
     every: int = 100
-    diagnose: bool = True
-    save_model: str = "state"
-    checkpoint: str | None = None
-    factory: str | None = None
-    config: dict[str, Any] | None = None
-    run_config: dict[str, Any] | None = None
-    run_name: str = "run"
     history: int = 200
-    max_bundles: int = 1
     layer_snapshots: int = 8
     methods: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def depth(self) -> Depth:
+        return self.handling.depth
+
+    @property
+    def on_nonfinite(self) -> Policy:
+        return self.handling.policy
 
 
 class Monitor:
@@ -103,6 +81,7 @@ class Monitor:
         self.rank, self.world_size = rank_and_world()
         self.history = History(settings.history)
         self.layer_history: deque[dict[str, Any]] = deque(maxlen=settings.layer_snapshots)
+        """Full depth: ``{"step": k, "layers": [LayerRow, ...]}`` of the last snapshots."""
         self.failures: list[Failure] = []
         self.nonfinite_steps = 0
         self.calls = 0
@@ -110,7 +89,8 @@ class Monitor:
         self._step = 0
         self._manual = False
         self._last: StepCall | None = None
-        self._pending: list[_Pending] = []
+        self._pending: list[Detected] = []
+        self._warned_internal = False
         self._watcher = Watcher(self._on_call, capture_rng=True, check_outputs=False)
         self._undo: list[Callable[[], None]] = []
 
@@ -183,7 +163,7 @@ class Monitor:
         self.history.log(self._step, {"loss": value})
         if value is not None and not _finite(value):
             kind = "nan" if value != value else "inf"
-            self._found(_Pending("loss", FiniteCheck(True, kind, ("loss",), ()), self._last))
+            self._found(Detected("loss", FiniteCheck(True, kind, ("loss",), ()), self._last))
         return loss
 
     def after_backward(self, model: nn.Module | None = None) -> float | None:
@@ -199,7 +179,7 @@ class Monitor:
         self._log_lr()
         self.history.log(self._step, {"grad_norm": total})
         if not ok:
-            self._found(_Pending("backward", check_gradients(target), self._last))
+            self._found(Detected("backward", check_gradients(target), self._last))
         return total
 
     # -- the hook --------------------------------------------------------------------------------
@@ -222,10 +202,11 @@ class Monitor:
         if not self._manual and self.calls > 0:
             self._advance()
         self.calls += 1
-        record = StepCall(self._step, self.epoch, event.call, event.rng, event.training, event.grad_enabled, method)
+        record = StepCall(self._step, self.epoch, event.call, event.rng, mode_of(event.training),
+                          event.grad_enabled, method)
         self._last = record
         bad = _nonfinite_flag(event.output)
-        if self.settings.mode == "full" and self._step % self.settings.every == 0:
+        if self.settings.depth is Depth.FULL and self._step % self.settings.every == 0:
             self._sample(record)
         if self.sync is not None and not self._manual and event.grad_enabled:
             self._exchange(bad, event, record)
@@ -233,7 +214,7 @@ class Monitor:
         if bad is not None and bool(bad):
             check = check_finite(event.output, batch_size=batch_size(event.call))
             # a no-grad (eval) call is never a collective point: ranks may run different numbers of them
-            self._found(_Pending("forward", check, record), local=not event.grad_enabled)
+            self._found(Detected("forward", check, record), local=not event.grad_enabled)
 
     # -- internals -------------------------------------------------------------------------------
     def _advance(self) -> None:
@@ -244,7 +225,7 @@ class Monitor:
         if self.optimizer is not None and getattr(self.optimizer, "param_groups", None):
             self.history.log(self._step, {"lr": self.optimizer.param_groups[0].get("lr")})
 
-    def _found(self, pending: _Pending, *, local: bool = False) -> None:
+    def _found(self, pending: Detected, *, local: bool = False) -> None:
         """A local non-finite value: handled now (one process, or ``local``) or at the next agreement point."""
         if self.sync is None or local:
             self._handle([pending], [self.rank])
@@ -263,34 +244,33 @@ class Monitor:
         pending = list(self._pending)
         self._pending.clear()
         if self.rank in ranks and not pending and event is not None:
-            pending = [_Pending("forward", check_finite(event.output, batch_size=batch_size(event.call)), record)]
+            pending = [Detected("forward", check_finite(event.output, batch_size=batch_size(event.call)), record)]
         self._handle(pending, ranks)
 
-    def _context(self) -> FailureContext:
-        return FailureContext(model=self.model, target=_unwrap(self.model), settings=self.settings,
-                              rank=self.rank, world_size=self.world_size, history=self.history,
-                              layer_history=list(self.layer_history), watcher=self._watcher,
-                              bundles_written=len(self.bundles))
-
-    def _handle(self, pending: list[_Pending], ranks: list[int]) -> None:
+    def _handle(self, pending: list[Detected], ranks: list[int]) -> None:
         self.nonfinite_steps += 1
         first = pending[0] if pending else None
         step = first.call.step if first is not None and first.call is not None else self._step
-        failure = handle_failure(
-            self._context(), step=step, epoch=self.epoch,
-            phase=first.phase if first else None, check=first.check if first else None,
-            call=first.call if first else None, ranks=ranks,
-        )
-        if len(self.failures) < max(self.settings.max_bundles, 1) * 4:
+        where = Position(step=step, epoch=self.epoch, rank=self.rank, world_size=self.world_size, ranks=ranks)
+        layers = list(self.layer_history[-1]["layers"]) if self.layer_history else []
+        failure = handle_failure(self.settings.handling, target=_unwrap(self.model), where=where, detected=first,
+                                 history=self.history.tail(), layers=layers, bundles_written=len(self.bundles),
+                                 paused=self._watcher.paused)
+        if len(self.failures) < max(self.settings.handling.max_bundles, 1) * 4:
             self.failures.append(failure)
         policy = self.settings.on_nonfinite
         if policy is Policy.RAISE:
-            raise NonFiniteError(failure.message, failure.diagnosis)
+            raise NonFiniteError(failure.message, failure.diagnosis) from failure.internal_error
+        if failure.internal_error is not None and not self._warned_internal:
+            self._warned_internal = True  # one warning: the run goes on, the bundle says what went wrong
+            warnings.warn(f"nanprobe could not finish handling a non-finite step (the run goes on): "
+                          f"{failure.message}", NonFiniteWarning, stacklevel=3)
+            return
         if policy is Policy.WARN:
             warnings.warn(failure.message, NonFiniteWarning, stacklevel=3)
 
     def _sample(self, record: StepCall) -> None:
-        rows = sample_layers(_unwrap(self.model), record, self._watcher)
+        rows = layer_snapshot(_unwrap(self.model), record, self._watcher.paused)
         if rows is not None:
             self.layer_history.append({"step": record.step, "layers": rows})
 
@@ -322,9 +302,10 @@ def monitor(
     out_dir: str | Path = "nanprobe-bundles",
     *,
     on_nonfinite: str = "raise",
-    mode: str = "sentinel",
+    depth: str = "sentinel",
     every: int = 100,
     diagnose: bool = True,
+    time_budget: float | None = 5.0,
     save_model: str = "state",
     checkpoint: str | Path | None = None,
     factory: str | None = None,
@@ -337,11 +318,15 @@ def monitor(
     group: Any | None = None,
     max_bundles: int = 1,
     methods: Sequence[str] = (),
+    mode: str | None = None,
 ) -> Monitor:
     """Watch ``model`` and leave a post-mortem bundle in ``out_dir`` at the first non-finite step.
 
     on_nonfinite: "raise" (NonFiniteError after the bundle is written), "dump" (write it and go on), "warn"
-      (write it and warn). mode: "sentinel" (cheap) or "full" (per-layer stats every ``every`` steps).
+      (write it and warn). depth: "sentinel" (cheap) or "full" (per-layer stats every ``every`` steps).
+    time_budget: in "dump"/"warn" mode, the seconds a diagnosis may hold the failing step up (at least four
+      forward passes of the model); what it did not finish is left to ``nanprobe replay`` and the bundle says
+      so. None: no limit. In "raise" mode the run stops anyway and the diagnosis runs to its end.
     save_model: "state" (model.pt with the state dict, plus ``factory``/``config`` so it can be rebuilt;
       without a factory the whole module is pickled and replay needs --trust-pickle), "reference" (point
       at ``checkpoint``), "none". ``run_config`` is the run's whole config (for the config audit).
@@ -350,27 +335,35 @@ def monitor(
       (every rank must make the same number of them). No-grad (eval) calls are checked on their rank alone.
     methods: model methods other than ``forward`` that the loop calls directly (``("train_logits",)``); each
       call is watched like ``model(...)``, and a diagnosis re-runs that method.
+    mode: the old name of ``depth`` (deprecated: "mode" means train/eval everywhere else in nanprobe).
     """
+    if mode is not None:
+        warnings.warn("monitor(mode=...) is now monitor(depth=...): 'mode' means train/eval elsewhere",
+                      DeprecationWarning, stacklevel=2)
+        depth = mode
     try:
         policy = Policy(on_nonfinite)
     except ValueError:
-        raise ValueError(f"on_nonfinite must be 'raise', 'dump' or 'warn', not {on_nonfinite!r}") from None
-    if mode not in ("sentinel", "full"):
-        raise ValueError(f"mode must be 'sentinel' or 'full', not {mode!r}")
+        raise InputError(f"on_nonfinite must be 'raise', 'dump' or 'warn', not {on_nonfinite!r}") from None
+    try:
+        how_deep = Depth(depth)
+    except ValueError:
+        raise InputError(f"depth (formerly mode) must be 'sentinel' or 'full', not {depth!r}") from None
     if save_model not in ("state", "reference", "none"):
-        raise ValueError(f"save_model must be 'state', 'reference' or 'none', not {save_model!r}")
+        raise InputError(f"save_model must be 'state', 'reference' or 'none', not {save_model!r}")
     if save_model == "reference" and checkpoint is None:
-        raise ValueError("save_model='reference' needs checkpoint= (the path of the model's checkpoint)")
+        raise InputError("save_model='reference' needs checkpoint= (the path of the model's checkpoint)")
     if every < 1:
-        raise ValueError(f"every must be >= 1, not {every}")
+        raise InputError(f"every must be >= 1, not {every}")
+    if time_budget is not None and time_budget < 0:
+        raise InputError(f"time_budget must be None or >= 0 seconds, not {time_budget}")
     if not isinstance(model, nn.Module):
-        raise TypeError(f"monitor() takes an nn.Module, not {type(model).__name__}")
+        raise InputError(f"monitor() takes an nn.Module, not {type(model).__name__}")
     name = run_name or type(_unwrap(model)).__name__.lower()
-    settings = MonitorSettings(
-        out_dir=Path(out_dir), on_nonfinite=policy, mode=mode, every=every, diagnose=diagnose,
-        save_model=save_model, checkpoint=str(checkpoint) if checkpoint is not None else None, factory=factory,
-        config=dict(config) if config is not None else None,
-        run_config=dict(run_config) if run_config is not None else None,
-        run_name=name, history=history, max_bundles=max_bundles, methods=tuple(methods),
-    )
+    source = ModelSource(how=save_model, factory=factory, config=dict(config) if config is not None else None,
+                         run_config=dict(run_config) if run_config is not None else None,
+                         checkpoint=str(checkpoint) if checkpoint is not None else None, strip=tuple(methods))
+    handling = Handling(out_dir=Path(out_dir), policy=policy, depth=how_deep, diagnose=diagnose,
+                        time_budget=time_budget, source=source, run_name=name, max_bundles=max_bundles)
+    settings = MonitorSettings(handling=handling, every=every, history=history, methods=tuple(methods))
     return Monitor(model, settings, optimizer=optimizer, distributed=distributed, group=group)

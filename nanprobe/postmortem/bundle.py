@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import shutil
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from nanprobe.errors import InputError
+from nanprobe.report import BundleInfo, BundleReport, LayerRow, write_json
 
 __all__ = ["COMPLETE", "MANIFEST", "STATS_COLUMNS", "Bundle", "BundleContent", "load_bundle", "write_bundle"]
 
@@ -35,45 +35,20 @@ REQUIRED = ("report.json", "rng.pt", "batch.pt", "stats.csv", "report.md", "repo
 class BundleContent:
     """Everything that goes into a bundle, in memory."""
 
-    report: dict[str, Any]
+    report: BundleReport
     batch: Any  # plain: a list of args, a dict of kwargs, or {"args": [...], "kwargs": {...}}
     rng: dict[str, Any] | None
-    layers: list[dict[str, Any]]
+    layers: list[LayerRow]
     env: dict[str, Any]
     model: Any = None  # what torch.save writes as model.pt (a checkpoint dict or an nn.Module), or None
     model_fallback: dict[str, Any] | None = None  # written instead when pickling the module fails
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist() if obj.numel() <= 64 else f"<tensor {tuple(obj.shape)}>"
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    return repr(obj)
-
-
-def _clean(value: Any) -> Any:
-    """Non-finite floats become strings ("nan", "inf"), so the JSON is strict."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def dump_json(obj: Any, path: Path) -> None:
-    path.write_text(json.dumps(_clean(obj), indent=2, default=_json_default, allow_nan=False) + "\n",
-                    encoding="utf-8")
+    only: tuple[str, ...] | None = None  # write just these files (an incomplete bundle: the report alone)
 
 
 # -- writers (one per file; a module-level table, so a test can make one fail halfway) ---------------------
 
 def _write_report(d: Path, c: BundleContent) -> None:
-    dump_json(c.report, d / "report.json")
+    write_json(d / "report.json", c.report.to_json_dict())
 
 
 def _write_batch(d: Path, c: BundleContent) -> None:
@@ -93,7 +68,7 @@ def _write_stats(d: Path, c: BundleContent) -> None:
 
 
 def _write_env(d: Path, c: BundleContent) -> None:
-    dump_json(c.env, d / "env.json")
+    write_json(d / "env.json", c.env)
 
 
 def _write_model(d: Path, c: BundleContent) -> None:
@@ -105,7 +80,9 @@ def _write_model(d: Path, c: BundleContent) -> None:
         if c.model_fallback is None:
             raise
         torch.save(c.model_fallback, d / "model.pt")
-        info = c.report.setdefault("bundle", {}).setdefault("model", {})
+        if c.report.bundle is None:
+            c.report.bundle = BundleInfo()
+        info = c.report.bundle.model = dict(c.report.bundle.model or {})
         info.update(kind="state_dict", trust_pickle=False, note=f"the module could not be pickled ({e}); "
                     "replay needs --model MODULE:CALLABLE")
         _write_report(d, c)
@@ -114,13 +91,13 @@ def _write_model(d: Path, c: BundleContent) -> None:
 def _write_markdown(d: Path, c: BundleContent) -> None:
     from nanprobe.postmortem.markdown import render_markdown
 
-    (d / "report.md").write_text(render_markdown(c.report, c.layers), encoding="utf-8")
+    (d / "report.md").write_text(render_markdown(c.report.to_json_dict(), c.layers), encoding="utf-8")
 
 
 def _write_html(d: Path, c: BundleContent) -> None:
     from nanprobe.postmortem.html import render_html
 
-    (d / "report.html").write_text(render_html(c.report, c.layers, c.env), encoding="utf-8")
+    (d / "report.html").write_text(render_html(c.report.to_json_dict(), c.layers, c.env), encoding="utf-8")
 
 
 def _write_repro(d: Path, c: BundleContent) -> None:
@@ -153,12 +130,14 @@ def write_bundle(out_dir: str | Path, name: str, content: BundleContent) -> Path
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        for _, writer in WRITERS:
-            writer(tmp, content)
+        for file_name, writer in WRITERS:
+            if content.only is None or file_name in content.only:
+                writer(tmp, content)
         final = _unique(out / name)
-        (tmp / "repro.txt").write_text(f"nanprobe replay {final}\n", encoding="utf-8")
+        if content.only is None or "repro.txt" in content.only:
+            (tmp / "repro.txt").write_text(f"nanprobe replay {final}\n", encoding="utf-8")
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        dump_json({"format": BUNDLE_FORMAT, "name": final.name, "files": files}, tmp / MANIFEST)
+        write_json(tmp / MANIFEST, {"format": BUNDLE_FORMAT, "name": final.name, "files": files})
         (tmp / COMPLETE).write_text("ok\n", encoding="utf-8")
         _fsync_dir(tmp)
         os.replace(tmp, final)
@@ -189,38 +168,41 @@ class Bundle:
     """A complete bundle on disk. Files are read lazily; every problem is an :class:`InputError`."""
 
     path: Path
-    report: dict[str, Any]
+    report: BundleReport
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
     def step(self) -> int | None:
-        return self.report.get("step")
+        return self.report.step
 
     @property
     def rank(self) -> int | None:
-        return self.report.get("rank")
+        return self.report.rank
 
     @property
     def history(self) -> list[dict[str, Any]]:
-        return list(self.report.get("history") or [])
+        return list(self.report.history)
 
     @property
     def model_info(self) -> dict[str, Any]:
-        return dict((self.report.get("bundle") or {}).get("model") or {"kind": "none"})
+        info = self.report.bundle.model if self.report.bundle is not None else None
+        return dict(info or {"kind": "none"})
 
     @property
     def mode(self) -> str:
-        call = (self.report.get("monitor") or {}).get("call") or {}
-        return call.get("mode") or "eval"
+        call = self.report.monitor.call if self.report.monitor is not None else None
+        return (call.mode if call is not None else None) or "eval"
 
     @property
     def backward(self) -> bool:
-        return bool(((self.report.get("monitor") or {}).get("call") or {}).get("backward"))
+        call = self.report.monitor.call if self.report.monitor is not None else None
+        return bool(call is not None and call.backward)
 
     @property
     def method(self) -> str | None:
         """The model method the failing call went through (None: ``forward``)."""
-        return ((self.report.get("monitor") or {}).get("call") or {}).get("method")
+        call = self.report.monitor.call if self.report.monitor is not None else None
+        return call.method if call is not None else None
 
     def batch(self, *, trust_pickle: bool = False) -> Any:
         """The failing batch in the calling convention (a tuple, a dict, or a ModelCall)."""
@@ -228,7 +210,7 @@ class Bundle:
         from nanprobe.loading import load_batches
 
         batch = load_batches(self.path / "batch.pt", trust_pickle=trust_pickle)[0]
-        kind = (self.report.get("bundle") or {}).get("batch_kind")
+        kind = self.report.bundle.batch_kind if self.report.bundle is not None else None
         if kind == "call" and isinstance(batch, dict):
             return ModelCall(tuple(batch.get("args") or ()), dict(batch.get("kwargs") or {}))
         if kind == "args" and isinstance(batch, list):
@@ -257,14 +239,17 @@ def load_bundle(path: str | Path) -> Bundle:
         raise InputError(f"bundle {str(p)!r} does not exist; check the path")
     if not p.is_dir():
         raise InputError(f"{str(p)!r} is a file, not a bundle directory (a bundle is <out_dir>/<run>-step<k>/)")
+    partial = ".partial-" in p.name
+    if not partial and not any((p / name).exists() for name in (COMPLETE, MANIFEST, "report.json")):
+        raise InputError(f"{str(p)!r} is not a bundle (no {MANIFEST} or report.json): a bundle is a folder "
+                         "<out_dir>/<run>-step<k>/ written by nanprobe's monitor or pytest --nanprobe-report")
     if not (p / COMPLETE).is_file() or not (p / MANIFEST).is_file():
-        partial = ".partial-" in p.name
         raise InputError(f"bundle {str(p)!r} is incomplete (no {COMPLETE} marker"
                          f"{': its write was interrupted' if partial else ''}); it cannot be used")
     try:
         manifest = json.loads((p / MANIFEST).read_text(encoding="utf-8"))
-        report = json.loads((p / "report.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        report = BundleReport.from_dict(json.loads((p / "report.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as e:
         raise InputError(f"bundle {str(p)!r} is damaged: {type(e).__name__}: {e}") from e
     missing = [name for name in manifest.get("files", {}) if not (p / name).is_file()]
     if missing:

@@ -27,7 +27,6 @@ import dataclasses
 import math
 import sys
 import weakref
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -37,27 +36,17 @@ from torch.utils.hooks import RemovableHandle
 
 from nanprobe._hooks import remove_handle
 from nanprobe.errors import InputError, NanprobeError
+from nanprobe.kinds import FINITE, INF, Kind, nonfinite_tensors, report_kind, tensor_kinds
 from nanprobe.probe import special
-from nanprobe.probe.backward import BackwardMixin
-from nanprobe.probe.classify import ClassifyMixin, _Step, inf_fraction
+from nanprobe.probe.classify import Classifier
 from nanprobe.probe.filters import NameFilter, make_predicate
-from nanprobe.probe.readback import ReadBackMixin
-from nanprobe.probe.records import (
-    INPUT,
-    CallRecord,
-    is_additive_mask,
-    kind_of,
-    nonfinite_rows,
-    tensor_kinds,
-)
+from nanprobe.probe.readback import LazyStats, ReadBackQueue, input_flags, lazy_stats
+from nanprobe.probe.records import INPUT, CallRecord, is_additive_mask, nonfinite_rows
 from nanprobe.probe.result import ProbeResult, assign_roles
 from nanprobe.stats import TensorStats, dense, release_scratch, tensor_stats
 from nanprobe.walk import iter_tensors
 
 __all__ = ["NameFilter", "Probe"]
-
-_INF = frozenset({"inf"})
-_FINITE: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(slots=True)
@@ -66,14 +55,14 @@ class _Frame:
     index: int
     parent: int | None
     depth: int
-    in_kinds: frozenset[str]
+    in_kinds: Kind
     in_inf: float
     """Largest fraction of Inf values among the inputs (0.0 when none)."""
     extra: dict[str, Any]
     lazy_in: list[torch.Tensor]
 
 
-class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
+class Probe:
     """Record every module call of ``model`` and find the call that produced the first NaN/Inf.
 
     ``include``/``exclude`` select modules by qualified name (a glob, a list of globs, or a callable
@@ -116,28 +105,17 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
 
     # ----------------------------------------------------------------- state
     def _reset(self) -> None:
+        self._classifier = Classifier(ring_size=self.ring_size, keep_nonfinite=self.keep_nonfinite)
+        self._queue = ReadBackQueue(self.ring_size)
         self._index = 0
-        self._order = 0
         self._step_no = 0
         self._batch: int | None = None
         self._stack: list[_Frame] = []
-        self._pending: list[tuple[CallRecord, list[torch.Tensor], list[tuple[str, Any]]]] = []
-        self._ring: deque[CallRecord] = deque(maxlen=self.ring_size)
-        self._kept: list[CallRecord] = []
-        self._latent: list[CallRecord] = []
-        self._desc: dict[int, tuple[frozenset[str], frozenset[int]]] = {}
-        self._in_inf: dict[int, float] = {}
-        self._step = _Step()
-        self._step_kinds: dict[int, frozenset[str]] = {}
-        self._inputs: dict[int, CallRecord] = {}
         self._input_record: CallRecord | None = None
-        self._origin: CallRecord | None = None
-        self._bw_origin: CallRecord | None = None
-        self._bw_in: dict[int, frozenset[str]] = {}
-        self._bw_nonfinite = False
-        self._bad_params: dict[str, str] = {}
+        self._bw_in: dict[int, Kind] = {}
+        self._bad_params: list[str] = []
         # id(tensor) -> (weak ref, version, kinds, stats or None when only its kinds were checked)
-        self._seen: dict[int, tuple[Any, int, frozenset[str], TensorStats | None]] = {}
+        self._seen: dict[int, tuple[Any, int, Kind, TensorStats | None]] = {}
         self._calls = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -186,8 +164,8 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
                                                                       with_kwargs=True))
                 self._handles.append(module.register_forward_hook(self._make_post(name), always_call=True))
             if self.backward:
-                self._handles.append(module.register_full_backward_pre_hook(self._bw_pre))
-                self._handles.append(module.register_full_backward_hook(self._make_bw(name)))
+                self._handles.append(module.register_full_backward_pre_hook(self._backward_pre))
+                self._handles.append(module.register_full_backward_hook(self._make_backward(name)))
         if self._global:
             self._handles.append(nn.modules.module.register_module_forward_pre_hook(self._global_pre))
             self._handles.append(nn.modules.module.register_module_forward_hook(self._global_post,
@@ -200,11 +178,8 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
                         self._make_grad_hook(*owner[id(param)])))
 
     def _scan_params(self) -> None:
-        for name, tensor in [*self.model.named_parameters(), *self.model.named_buffers()]:
-            if name not in self._bad_params:
-                kind = kind_of(tensor_kinds(tensor.detach()))
-                if kind:
-                    self._bad_params[name] = kind
+        found = nonfinite_tensors([*self.model.named_parameters(), *self.model.named_buffers()])
+        self._bad_params.extend(n for n in found if n not in self._bad_params)
 
     # ------------------------------------------------------------- forward
     def _make_pre(self, name: str, extra_fn: special.Extractor | None) -> Callable[..., None]:
@@ -276,12 +251,12 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
             rec = CallRecord(index=-1, module=INPUT, module_type=INPUT, inputs_finite=False, outputs=outputs,
                              samples=sorted(rows), step=self._step_no, order=-1)
             rec.produced = rec.out_kinds
-            rec.kind = kind_of(rec.produced)
-            self._inputs[self._step_no] = rec
+            rec.kind = report_kind(rec.produced)
+            self._classifier.note_input(self._step_no, rec)
             if self._input_record is None:
                 self._input_record = rec
 
-    def _check_kinds(self, t: torch.Tensor) -> frozenset[str]:
+    def _check_kinds(self, t: torch.Tensor) -> Kind:
         """Non-finite kinds of a floating CPU tensor, remembered for the step (by identity and version)."""
         key = id(t)
         hit = self._seen.get(key)
@@ -294,9 +269,9 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
         return found
 
     def _input_kinds(self, args: tuple[Any, ...], kwargs: dict[str, Any]
-                     ) -> tuple[frozenset[str], float, list[torch.Tensor]]:
+                     ) -> tuple[Kind, float, list[torch.Tensor]]:
         """Kinds of non-finite values in the inputs, and the largest fraction of Inf in one (rare path)."""
-        kinds: frozenset[str] = _FINITE
+        kinds = FINITE
         inf_frac = 0.0
         lazy: list[torch.Tensor] = []
         if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
@@ -317,16 +292,14 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
                     found = hit[2]
                 else:
                     if t.numel():
-                        x = t.detach().abs() if t.is_complex() else t.detach()
-                        lazy.append(torch.stack([x.isnan().any().to(torch.float64),
-                                                 x.isinf().sum(dtype=torch.float64) / x.numel()]))
+                        lazy.append(input_flags(t))
                     continue
-            if not found or (found == _INF and is_additive_mask(t.detach())):
+            if not found or (found == INF and is_additive_mask(t.detach())):
                 continue  # finite, or a float attention mask: its -inf are on purpose
             kinds = kinds | found
-            if "inf" in found:
-                inf_frac = max(inf_frac, inf_fraction(tensor_stats(t.detach())))
-        return kinds, inf_frac, lazy
+            if found & INF:
+                inf_frac = max(inf_frac, tensor_stats(t.detach()).inf_fraction)
+        return Kind(kinds), inf_frac, lazy
 
     def _on_post(self, module: nn.Module, name: str, output: Any) -> None:
         stack = self._stack
@@ -339,7 +312,7 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
         if output is None and sys.exc_info()[1] is not None:
             return  # always-call hook after the forward raised: the call has no output to record
         outputs: dict[str, TensorStats] = {}
-        lazy_out: list[tuple[str, Any]] = []
+        lazy_out: list[tuple[str, LazyStats]] = []
         rows: list[int] = []
         bad = False
         leaves = (("out", output),) if isinstance(output, torch.Tensor) else iter_tensors(output, "out")
@@ -354,13 +327,13 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
                 else:
                     s = tensor_stats(t.detach())
                     if version is not None:
-                        seen[id(t)] = (weakref.ref(t), version, s.kinds, s)
+                        seen[id(t)] = (weakref.ref(t), version, s.kinds.coarse(), s)
                 outputs[path] = s
                 if s.nan or s.posinf or s.neginf:
                     bad = True
                     rows.extend(nonfinite_rows(t.detach(), self._batch))
             else:
-                lazy_out.append((path, self._lazy_stats(t.detach())))
+                lazy_out.append((path, lazy_stats(t.detach(), self._batch)))
         extra = frame.extra
         if extra:
             deferred = extra.pop(special.DEFERRED, None)
@@ -373,36 +346,64 @@ class Probe(ReadBackMixin, ClassifyMixin, BackwardMixin):
                          inputs_finite=not frame.in_kinds, outputs=outputs,
                          samples=sorted(set(rows)) if rows else [], extra=extra, step=self._step_no,
                          depth=frame.depth, parent=frame.parent, in_kinds=frame.in_kinds)
-        if frame.in_inf:
-            self._in_inf[rec.index] = frame.in_inf
+        self._classifier.note_inf_fraction(rec.index, frame.in_inf)
         self._calls += 1
-        if not (frame.lazy_in or lazy_out or self._pending or on_device):
-            self._process(rec)
+        if not (frame.lazy_in or lazy_out or len(self._queue) or on_device):
+            self._classifier.process(rec)
             return
-        self._pending.append((rec, frame.lazy_in, lazy_out))
-        if len(self._pending) >= self.ring_size:
+        if self._queue.push(rec, frame.lazy_in, lazy_out):
             self._flush()
+
+    def _flush(self) -> None:
+        for rec, inf in self._queue.flush():
+            self._classifier.note_inf_fraction(rec.index, inf)
+            self._classifier.process(rec)
+
+    # ------------------------------------------------------------ backward
+    def _backward_pre(self, module: nn.Module, grad_output: tuple[Any, ...]) -> None:
+        self._bw_in[id(module)] = _kinds_of(grad_output)
+
+    def _make_backward(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, grad_input: tuple[Any, ...], grad_output: tuple[Any, ...]) -> None:
+            outputs = {p: tensor_stats(t) for p, t in iter_tensors(grad_input, "grad_in")}
+            self._add_backward(module, name, _kinds_of(grad_output), outputs)
+        return hook
+
+    def _make_grad_hook(self, name: str, module: nn.Module, pname: str) -> Callable[[torch.Tensor], None]:
+        def hook(param: torch.Tensor) -> None:
+            if param.grad is not None:
+                s = tensor_stats(param.grad)
+                if s.nonfinite:
+                    self._add_backward(module, name, self._bw_in.get(id(module), FINITE), {f"grad.{pname}": s})
+        return hook
+
+    def _add_backward(self, module: nn.Module, name: str, in_kinds: Kind, outputs: dict[str, TensorStats]) -> None:
+        rec = CallRecord(index=self._index, module=name, module_type=type(module).__name__, phase="backward",
+                         inputs_finite=not in_kinds, outputs=outputs, step=self._step_no, in_kinds=in_kinds)
+        self._index += 1
+        self._classifier.process_backward(rec)
 
     # --------------------------------------------------------------- result
     def result(self) -> ProbeResult:
         """Classify what was recorded so far (callable inside or after the ``with`` block)."""
         self._flush()
         self._scan_params()
+        c = self._classifier
         keep: dict[int, CallRecord] = {}
-        pinned = [r for r in (self._origin, self._bw_origin) if r is not None and r.module != INPUT]
-        for rec in [*self._kept, *self._latent, *pinned, *self._ring]:
+        pinned = [r for r in (c.origin, c.backward_origin) if r is not None and r.module != INPUT]
+        for rec in [*c.kept, *c.latent, *pinned, *c.ring]:
             keep[rec.index] = rec
         records = sorted(keep.values(), key=lambda r: r.index)
-        bad = dict(self._bad_params)
+        bad = list(self._bad_params)
         for rec in records:
             prefix = f"{rec.module}." if rec.module else ""
             rec.nonfinite_params = [n for n in bad if n.startswith(prefix)]
             rec.params_finite = not [n for n in rec.nonfinite_params if "." not in n[len(prefix):]]
-        assign_roles(records, self._origin, self._bw_origin, self._step_kinds)
-        status = "nonfinite" if (self._step_kinds or self._bw_nonfinite) else "clean"
-        return ProbeResult(status=status, origin=self._origin, backward_origin=self._bw_origin,
+        assign_roles(records, c.origin, c.backward_origin, c.step_kinds)
+        status = "nonfinite" if (c.step_kinds or c.backward_nonfinite) else "clean"
+        return ProbeResult(status=status, origin=c.origin, backward_origin=c.backward_origin,
                            input_nonfinite=_input_summary(self._input_record),
-                           nonfinite_parameters=list(bad), latent=list(self._latent), records=records,
+                           nonfinite_parameters=bad, latent=list(c.latent), records=records,
                            calls=self._calls)
 
 
@@ -411,14 +412,22 @@ def _version(t: torch.Tensor) -> int | None:
     return None if t.is_inference() else t._version
 
 
-def _cpu_kinds(x: torch.Tensor) -> frozenset[str]:
-    """Non-finite kinds of a CPU tensor: a sum (one fast pass) clears the common all-finite case."""
+def _cpu_kinds(x: torch.Tensor) -> Kind:
+    """Non-finite kinds of a CPU tensor, without their sign: a sum (one fast pass) clears the common
+    all-finite case."""
     x = dense(x)
     if x.numel() == 0:
-        return frozenset()
+        return FINITE
     if not x.is_complex() and math.isfinite(x.sum().item()):
-        return frozenset()
-    return tensor_kinds(x)
+        return FINITE
+    return tensor_kinds(x).coarse()
+
+
+def _kinds_of(obj: Any) -> Kind:
+    kinds = FINITE
+    for _, t in iter_tensors(obj, ""):
+        kinds |= tensor_kinds(t)
+    return Kind(kinds).coarse()
 
 
 def _input_summary(rec: CallRecord | None) -> dict[str, Any] | None:

@@ -1,92 +1,117 @@
-"""Off-CPU statistics: device-side vectors stacked and read back in batches (a mixin of the probe)."""
+"""Off-CPU statistics: device-side vectors queued and read back in batches, one host sync per flush."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
+from nanprobe.kinds import FINITE, INF, NAN, Kind
 from nanprobe.probe.records import CallRecord, batch_dim
 from nanprobe.stats import stats_from_vector, stats_vector
 
-__all__ = ["ReadBackMixin", "read_back"]
+__all__ = ["LazyStats", "ReadBackQueue", "input_flags", "lazy_stats", "read_back"]
 
 
-class ReadBackMixin:
-    """Pending records hold device tensors (input flags, stats vectors, sample-row flags, extras) until
-    :meth:`_flush` reads them all back with one ``cat`` + ``tolist`` per device, decodes them into the
-    records and hands the records, in completion order, to ``_process``."""
+@dataclass
+class LazyStats:
+    """A tensor's statistics still on its device: the stats vector and the per-sample non-finite flags."""
 
-    _batch: int | None
-    _pending: list[tuple[CallRecord, list[torch.Tensor], list[tuple[str, Any]]]]
-    _in_inf: dict[int, float]
+    vector: torch.Tensor
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    rows: torch.Tensor | None
 
-    _process: Callable[[CallRecord], None]  # provided by the classifier
 
-    def _lazy_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype, tuple[int, ...], torch.Tensor | None]:
-        vec = stats_vector(x)
-        dim = None
-        if self._batch is not None and x.numel():
-            dim = batch_dim(x, self._batch)
-        rows = None
-        if dim is not None:
-            y = x.abs() if x.is_complex() else x
-            bad = ~torch.isfinite(y) if (y.dtype.is_floating_point) else torch.zeros_like(y, dtype=torch.bool)
-            rows = bad.movedim(dim, 0).reshape(self._batch, -1).any(dim=1).to(torch.float64)
-        return vec, x.dtype, tuple(x.shape), rows
+def lazy_stats(x: torch.Tensor, batch: int | None) -> LazyStats:
+    """Statistics of ``x`` without a host sync (decoded later by :meth:`ReadBackQueue.flush`)."""
+    vec = stats_vector(x)
+    dim = batch_dim(x, batch) if batch is not None and x.numel() else None
+    rows = None
+    if dim is not None and batch is not None:
+        y = x.abs() if x.is_complex() else x
+        bad = ~torch.isfinite(y) if y.dtype.is_floating_point else torch.zeros_like(y, dtype=torch.bool)
+        rows = bad.movedim(dim, 0).reshape(batch, -1).any(dim=1).to(torch.float64)
+    return LazyStats(vec, x.dtype, tuple(x.shape), rows)
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
+
+def input_flags(x: torch.Tensor) -> torch.Tensor:
+    """(any NaN, share of Inf) of an input, on its device."""
+    x = x.detach().abs() if x.is_complex() else x.detach()
+    return torch.stack([x.isnan().any().to(torch.float64), x.isinf().sum(dtype=torch.float64) / x.numel()])
+
+
+class ReadBackQueue:
+    """Records whose statistics (input flags, output stats vectors, sample-row flags, device-side extras)
+    are still on the device. :meth:`flush` reads everything back with one ``cat`` + ``tolist`` per device
+    and returns the records, decoded, in the order they were queued."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: list[tuple[CallRecord, list[torch.Tensor], list[tuple[str, LazyStats]]]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, rec: CallRecord, lazy_in: list[torch.Tensor], lazy_out: list[tuple[str, LazyStats]]) -> bool:
+        """Queue a record; True when the queue is full and should be flushed."""
+        self._items.append((rec, lazy_in, lazy_out))
+        return len(self._items) >= self.limit
+
+    def flush(self) -> list[tuple[CallRecord, float]]:
+        """The queued records, decoded, each with the largest share of Inf among its inputs."""
+        items, self._items = self._items, []
         parts: list[torch.Tensor] = []
-        for rec, lazy_in, lazy_out in pending:
+        for rec, lazy_in, lazy_out in items:
             parts.extend(lazy_in)
-            for _, (vec, _dt, _sh, rows) in lazy_out:
-                parts.append(vec)
-                if rows is not None:
-                    parts.append(rows)
+            for _, lazy in lazy_out:
+                parts.append(lazy.vector)
+                if lazy.rows is not None:
+                    parts.append(lazy.rows)
             parts.extend(v.reshape(1) for v in rec.extra.values() if isinstance(v, torch.Tensor))
         values = read_back(parts)
         pos = 0
-        for rec, lazy_in, lazy_out in pending:
+        out: list[tuple[CallRecord, float]] = []
+        for rec, lazy_in, lazy_out in items:
+            inf = 0.0
             if lazy_in or lazy_out:
-                pos = self._decode(rec, lazy_in, lazy_out, values, pos)
+                pos, inf = _decode(rec, lazy_in, lazy_out, values, pos)
             for key, v in rec.extra.items():
                 if isinstance(v, torch.Tensor):
                     rec.extra[key] = values[pos]
                     pos += 1
-            self._process(rec)
+            out.append((rec, inf))
+        return out
 
-    def _decode(self, rec: CallRecord, lazy_in: list[torch.Tensor], lazy_out: list[tuple[str, Any]],
-                values: list[float], pos: int) -> int:
-        kinds = set(rec.in_kinds)
-        inf = self._in_inf.get(rec.index, 0.0)
-        for _ in lazy_in:
-            if values[pos]:
-                kinds.add("nan")
-            if values[pos + 1]:
-                kinds.add("inf")
-                inf = max(inf, values[pos + 1])
-            pos += 2
-        if inf:
-            self._in_inf[rec.index] = inf
-        rec.in_kinds = frozenset(kinds)
-        rec.inputs_finite = not kinds
-        rows = set(rec.samples)
-        for path, (vec, dtype, shape, row_vec) in lazy_out:
-            n = vec.numel()
-            rec.outputs[path] = stats_from_vector(values[pos:pos + n], dtype, shape)
-            pos += n
-            if row_vec is not None:
-                m = row_vec.numel()
-                rows.update(i for i, v in enumerate(values[pos:pos + m]) if v)
-                pos += m
-        rec.samples = sorted(rows)
-        return pos
 
+def _decode(rec: CallRecord, lazy_in: list[torch.Tensor], lazy_out: list[tuple[str, LazyStats]],
+            values: list[float], pos: int) -> tuple[int, float]:
+    kinds = rec.in_kinds
+    inf = 0.0
+    for _ in lazy_in:
+        if values[pos]:
+            kinds |= NAN
+        if values[pos + 1]:
+            kinds |= INF
+            inf = max(inf, values[pos + 1])
+        pos += 2
+    rec.in_kinds = Kind(kinds)
+    rec.inputs_finite = rec.in_kinds == FINITE
+    rows = set(rec.samples)
+    for path, lazy in lazy_out:
+        n = lazy.vector.numel()
+        rec.outputs[path] = stats_from_vector(values[pos:pos + n], lazy.dtype, lazy.shape)
+        pos += n
+        if lazy.rows is not None:
+            m = lazy.rows.numel()
+            rows.update(i for i, v in enumerate(values[pos:pos + m]) if v)
+            pos += m
+    rec.samples = sorted(rows)
+    return pos, inf
 
 
 def read_back(parts: list[torch.Tensor]) -> list[float]:
+    """All values of ``parts`` as floats, with one read per device."""
     if not parts:
         return []
     by_device: dict[torch.device, list[int]] = {}
@@ -101,3 +126,4 @@ def read_back(parts: list[torch.Tensor]) -> list[float]:
             flat[i] = joined[pos:pos + n]
             pos += n
     return [v for chunk in flat for v in chunk]
+

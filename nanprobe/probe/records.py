@@ -7,18 +7,11 @@ from typing import Any
 
 import torch
 
-from nanprobe.stats import TensorStats, dense, tensor_stats
+from nanprobe.kinds import FINITE, Kind, tensor_kinds
+from nanprobe.report import INPUT, ROOT_LABEL, LayerRow, display_name, to_plain
+from nanprobe.stats import TensorStats, tensor_stats
 
-__all__ = [
-    "INPUT", "ROOT_LABEL", "CallRecord", "batch_dim", "is_additive_mask", "kind_of", "merge_kinds",
-    "nonfinite_rows", "tensor_kinds",
-]
-
-INPUT = "<input>"
-"""Module name of the synthetic record that stands for the batch itself."""
-
-ROOT_LABEL = "<root>"
-"""How the root module (qualified name ``""``) is shown in tables."""
+__all__ = ["INPUT", "ROOT_LABEL", "CallRecord", "batch_dim", "is_additive_mask", "nonfinite_rows"]
 
 
 @dataclasses.dataclass
@@ -49,19 +42,20 @@ class CallRecord:
     depth: int = 0
     parent: int | None = None
     """``index`` of the enclosing probed call, ``None`` for a top-level call."""
-    in_kinds: frozenset[str] = frozenset()
-    """Kinds of non-finite values in the inputs (kwargs included)."""
-    produced: frozenset[str] = frozenset()
+    in_kinds: Kind = FINITE
+    """Kinds of non-finite values in the inputs (kwargs included), without their sign (:meth:`Kind.coarse`)."""
+    produced: Kind = FINITE
     """Kinds this call introduced itself: in its output, not in its inputs, not from a call nested in it."""
     order: int = 0
     """Completion order (post-order): children complete before the call that contains them."""
 
     @property
-    def out_kinds(self) -> frozenset[str]:
-        found: set[str] = set()
+    def out_kinds(self) -> Kind:
+        """Kinds of non-finite values in the outputs, without their sign."""
+        found = FINITE
         for s in self.outputs.values():
             found |= s.kinds
-        return frozenset(found)
+        return Kind(found).coarse()
 
     @property
     def nonfinite(self) -> bool:
@@ -69,7 +63,7 @@ class CallRecord:
 
     @property
     def label(self) -> str:
-        return self.module or ROOT_LABEL
+        return display_name(self.module)
 
     def summary(self) -> dict[str, Any]:
         """Output statistics folded over all outputs: min/max/absmax of the floating ones, counts summed."""
@@ -82,6 +76,18 @@ class CallRecord:
             "posinf": sum(s.posinf for s in self.outputs.values()),
             "neginf": sum(s.neginf for s in self.outputs.values()),
         }
+
+    def to_layer_row(self) -> LayerRow:
+        """The report's row for this call: its outputs' folded range and counts, and its role."""
+        summary = self.summary()
+        floats = [s for s in self.outputs.values() if s.mean is not None]
+        return LayerRow(index=self.index, module=self.module, module_type=self.module_type,
+                        phase=self.phase,  # type: ignore[arg-type]
+                        min=summary["min"], max=summary["max"], absmax=summary["absmax"],
+                        mean=sum(s.mean for s in floats) / len(floats) if floats else None,  # type: ignore[misc]
+                        std=max((s.std for s in floats if s.std is not None), default=None),
+                        nan=summary["nan"], inf=summary["posinf"] + summary["neginf"],
+                        role=self.role)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,49 +103,8 @@ class CallRecord:
             "role": self.role,
             "samples": list(self.samples),
             "nonfinite_params": list(self.nonfinite_params),
-            "extra": _jsonable(self.extra),
+            "extra": to_plain(self.extra),
         }
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def kind_of(kinds: frozenset[str] | set[str]) -> str | None:
-    """The kind to report: NaN wins over Inf."""
-    if "nan" in kinds:
-        return "nan"
-    if "inf" in kinds:
-        return "inf"
-    return None
-
-
-def merge_kinds(*groups: frozenset[str]) -> frozenset[str]:
-    out: set[str] = set()
-    for g in groups:
-        out |= g
-    return frozenset(out)
-
-
-def tensor_kinds(x: torch.Tensor) -> frozenset[str]:
-    """Kinds of non-finite values in a floating/complex tensor (one pass when all finite)."""
-    x = dense(x)
-    if not (x.dtype.is_floating_point or x.dtype.is_complex) or x.numel() == 0:
-        return frozenset()
-    if x.is_complex():
-        x = x.abs()
-    lo, hi = x.amin().item(), x.amax().item()
-    if lo != lo or hi != hi:  # NaN present; look for Inf too (rare path)
-        return frozenset({"nan", "inf"}) if bool(torch.isinf(x).any()) else frozenset({"nan"})
-    if lo == float("-inf") or hi == float("inf"):
-        return frozenset({"inf"})
-    return frozenset()
 
 
 def is_additive_mask(x: torch.Tensor) -> bool:
@@ -154,7 +119,7 @@ def is_additive_mask(x: torch.Tensor) -> bool:
 def nonfinite_rows(x: torch.Tensor, batch: int | None) -> list[int]:
     """Rows of the batch that carry a non-finite value of ``x`` (see :func:`batch_dim`)."""
     if x.is_nested:  # one component per sample
-        return [i for i, c in enumerate(x.detach().unbind()) if tensor_kinds(c)]
+        return [i for i, c in enumerate(x.detach().unbind()) if tensor_kinds(c) != FINITE]
     dim = batch_dim(x, batch)
     if dim is None or batch is None:
         return []

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
 from nanprobe.probe.records import INPUT, CallRecord
+from nanprobe.report import display_name
 
-if TYPE_CHECKING:
-    from nanprobe.probe.result import ProbeResult
+ProbeResult = Any  # nanprobe.probe.result.ProbeResult, which renders itself through this module
 
 __all__ = ["render_result"]
 
@@ -48,11 +48,11 @@ def _headline(result: ProbeResult) -> Text:
     text = Text("status: nonfinite", style="bold red")
     first = result.first_nonfinite()
     if first is not None:
-        if first["module"] == INPUT:
+        if first.module == INPUT:
             where = "the batch itself (<input>)"
         else:
-            where = f"{first['module'] or '<root>'} ({first['module_type']})"
-        text.append(f" - first produced by {where}, {first['phase']}, {first['kind']}; samples {first['samples']}")
+            where = f"{display_name(first.module)} ({first.module_type})"
+        text.append(f" - first produced by {where}, {first.phase}, {first.kind}; samples {first.samples}")
     return text
 
 

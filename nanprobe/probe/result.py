@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from nanprobe.kinds import Kind
 from nanprobe.probe.records import INPUT, CallRecord
+from nanprobe.report import FirstNonfinite, LayerRow
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -21,7 +23,7 @@ FRAME_COLUMNS = [
 
 
 def assign_roles(records: list[CallRecord], origin: CallRecord | None, backward_origin: CallRecord | None,
-                 step_kinds: dict[int, frozenset[str]]) -> None:
+                 step_kinds: dict[int, Kind]) -> None:
     """Set ``role`` on every record: the origin(s); ``propagated`` for non-finite calls whose kinds reached
     the step's output (later producers of an already flowing kind included); ``latent`` for the rest."""
     for rec in records:
@@ -34,7 +36,7 @@ def assign_roles(records: list[CallRecord], origin: CallRecord | None, backward_
         elif rec.phase == "backward":
             rec.role = "propagated"
         else:
-            reached = step_kinds.get(rec.step, frozenset())
+            reached = step_kinds.get(rec.step, Kind.FINITE)
             if rec.produced and not rec.produced & reached:
                 rec.role = "latent"
             else:
@@ -61,8 +63,8 @@ class ProbeResult:
     def nonfinite(self) -> bool:
         return self.status == "nonfinite"
 
-    def first_nonfinite(self) -> dict[str, Any] | None:
-        """The contract's ``first_nonfinite`` object (``op``/``source`` are ``None`` here), or ``None``."""
+    def first_nonfinite(self) -> FirstNonfinite | None:
+        """The report's ``first_nonfinite`` (``op``/``source`` are ``None``: the probe sees modules, not ops)."""
         if self.status != "nonfinite":
             return None
         rec = self.origin or self.backward_origin
@@ -70,13 +72,18 @@ class ProbeResult:
             rec = next((r for r in self.records if r.role == "propagated"), None)
         if rec is None:
             return None
-        return {"module": rec.module, "module_type": rec.module_type, "phase": rec.phase, "kind": rec.kind,
-                "samples": sorted(rec.samples), "op": None, "source": None}
+        return FirstNonfinite(rec.module, rec.module_type, rec.phase, rec.kind or "nan",  # type: ignore[arg-type]
+                              samples=sorted(rec.samples))
+
+    def layer_rows(self) -> list[LayerRow]:
+        """The kept records as the report's per-layer rows."""
+        return [rec.to_layer_row() for rec in self.records]
 
     def to_dict(self) -> dict[str, Any]:
+        first = self.first_nonfinite()
         return {
             "status": self.status,
-            "first_nonfinite": self.first_nonfinite(),
+            "first_nonfinite": first.to_dict() if first is not None else None,
             "origin": self.origin.to_dict() if self.origin else None,
             "backward_origin": self.backward_origin.to_dict() if self.backward_origin else None,
             "input_nonfinite": self.input_nonfinite,

@@ -1,5 +1,5 @@
-"""What the guard reports: its settings (the marker's options), one failure with its message, and the
-localization of a failure by the diagnose engine."""
+"""What the guard reports: its settings (the marker's options), one failure with its message, and how a
+failure's origin is found (by the diagnose engine, without replays)."""
 
 from __future__ import annotations
 
@@ -10,29 +10,28 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["GuardFailure", "GuardSettings", "describe_origin", "localize"]
+from nanprobe.diagnosis import diagnose
+from nanprobe.report import FirstNonfinite, Report
+
+__all__ = ["GuardFailure", "GuardSettings", "describe_origin", "find_origin"]
 
 
 # -- localization and messages ----------------------------------------------------------------------
-def localize(
+def find_origin(
     model: nn.Module, batch: Any, *, mode: str, backward: bool, rng: Any = None
-) -> tuple[dict[str, Any] | None, Any, str]:
+) -> tuple[FirstNonfinite | None, Report | None, str]:
     """Re-execute one call under the diagnose engine (control + localization, no replay).
 
     Returns ``(first_nonfinite, diagnosis, note)``; the note says why there is no origin when there is none."""
     try:
-        from nanprobe.diagnosis import diagnose
-    except ImportError:
-        return None, None, "not localized: nanprobe.diagnosis is not available"
-    try:
         diagnosis = diagnose(model, [batch], mode=mode, backward=backward, rng_states=[rng], replay=False)
     except Exception as exc:  # the guard's own failure must never hide the NaN it found
         return None, None, f"not localized: the diagnosis raised {type(exc).__name__}: {exc}"
-    first = getattr(diagnosis, "first_nonfinite", None)
-    if not first:
+    first = diagnosis.first_nonfinite
+    if first is None:
         return None, diagnosis, (f"not localized: re-executing the call in {mode} mode"
                                  f"{' with backward' if backward else ''} came out finite")
-    return dict(first), diagnosis, ""
+    return first, diagnosis, ""
 
 
 def describe_origin(first: Mapping[str, Any]) -> str:
@@ -96,9 +95,9 @@ class GuardFailure:
     paths: tuple[str, ...] = ()  # output leaves, or parameter names
     call_index: int | None = None
     mode: str | None = None
-    first_nonfinite: dict[str, Any] | None = None
+    first_nonfinite: FirstNonfinite | None = None
     note: str = ""
-    diagnosis: Any = field(default=None, repr=False)
+    diagnosis: Report | None = field(default=None, repr=False)
     # what a post-mortem bundle needs: the model, and the failing call's batch and RNG state before it
     module: nn.Module | None = field(default=None, repr=False)
     batch: Any = field(default=None, repr=False)
@@ -130,8 +129,8 @@ class GuardFailure:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "phase": self.phase, "kind": self.kind, "samples": list(self.samples),
                 "paths": list(self.paths), "call_index": self.call_index, "mode": self.mode,
-                "first_nonfinite": self.first_nonfinite, "note": self.note,
-                "diagnosis": self.diagnosis.to_dict() if hasattr(self.diagnosis, "to_dict") else None}
+                "first_nonfinite": self.first_nonfinite.to_dict() if self.first_nonfinite is not None else None,
+                "note": self.note, "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None}
 
 
 _KIND_WORD = {"nan": "NaN", "inf": "Inf"}

@@ -18,8 +18,9 @@ from torch.utils.hooks import RemovableHandle
 
 from nanprobe.batches import batch_size
 from nanprobe.errors import NonFiniteError
+from nanprobe.execution import mode_of
 from nanprobe.sentinel import check_finite, check_gradients, tensor_leaves
-from nanprobe.testing.failures import GuardFailure, GuardSettings, localize
+from nanprobe.testing.failures import GuardFailure, GuardSettings, find_origin
 from nanprobe.watch import CallEvent, Watcher
 
 __all__ = ["NanGuard", "iter_hook_dicts"]
@@ -163,7 +164,7 @@ class NanGuard:
             return
         if _untouchable():
             return
-        mode = "train" if event.training else "eval"
+        mode = mode_of(event.training).value
         key = id(event.model)
         rng = event.rng
         if event.grad_enabled and self.settings.backward:
@@ -180,7 +181,7 @@ class NanGuard:
                                module=event.model, batch=event.batch, rng=rng)
         if self.settings.diagnose and not self.failures:
             with self._watcher.paused():
-                first, diagnosis, note = localize(event.model, event.batch, mode=mode, backward=False, rng=rng)
+                first, diagnosis, note = find_origin(event.model, event.batch, mode=mode, backward=False, rng=rng)
             failure.first_nonfinite, failure.diagnosis, failure.note = first, diagnosis, note
             if first and self.settings.allows(first.get("module"), first.get("module_type")):
                 return
@@ -225,7 +226,7 @@ class NanGuard:
                             "non-finite (the loss or other code after the model produced it)")
         elif self.settings.diagnose and last is not None:
             with self._watcher.paused(), torch.enable_grad():
-                first, diagnosis, note = localize(model, last.batch, mode=last.mode, backward=True, rng=last.rng)
+                first, diagnosis, note = find_origin(model, last.batch, mode=last.mode, backward=True, rng=last.rng)
             failure.first_nonfinite, failure.diagnosis, failure.note = first, diagnosis, note
             if first and self.settings.allows(first.get("module"), first.get("module_type")):
                 return

@@ -13,9 +13,10 @@ from torch import nn
 
 from nanprobe.batches import batch_size, map_tensors, select_samples
 from nanprobe.errors import NonFiniteError
+from nanprobe.execution import execute, parse_mode
+from nanprobe.report import FirstNonfinite, Report
 from nanprobe.rng import RNGState, forked_rng
-from nanprobe.sentinel import run_batch
-from nanprobe.testing.failures import _KIND_WORD, describe_origin, localize
+from nanprobe.testing.failures import _KIND_WORD, describe_origin, find_origin
 
 __all__ = ["BUILTIN_VARIANTS", "StabilityReport", "Variant", "VariantResult", "assert_stable"]
 
@@ -47,8 +48,8 @@ class VariantResult:
     paths: list[str] = field(default_factory=list)
     error: str = ""
     note: str = ""
-    first_nonfinite: dict[str, Any] | None = None
-    diagnosis: Any = field(default=None, repr=False)
+    first_nonfinite: FirstNonfinite | None = None
+    diagnosis: Report | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -81,7 +82,7 @@ class VariantResult:
         return {"name": self.name, "variant": self.variant, "label": self.label, "mode": self.mode,
                 "status": self.status, "where": self.where, "kind": self.kind, "samples": list(self.samples),
                 "paths": list(self.paths), "error": self.error, "note": self.note,
-                "first_nonfinite": self.first_nonfinite}
+                "first_nonfinite": self.first_nonfinite.to_dict() if self.first_nonfinite is not None else None}
 
 
 @dataclass
@@ -267,7 +268,7 @@ def assert_stable(
             if result.status == "nonfinite" and localize_failures and localized < 4:
                 localized += 1
                 with variant.context() if variant.context else contextlib.nullcontext():
-                    first, result.diagnosis, result.note = localize(
+                    first, result.diagnosis, result.note = find_origin(
                         model, varied, mode=mode, backward=result.where == "gradients", rng=rng)
                 result.first_nonfinite = first
             report.results.append(result)
@@ -281,7 +282,7 @@ def _run_one(model: nn.Module, batch: Any, variant: Variant, mode: str, *, backw
     result = VariantResult(variant.name, variant.label, mode, "ok")
     try:
         with variant.context() if variant.context else contextlib.nullcontext():
-            run = run_batch(model, batch, mode=mode, backward=backward, rng=rng)
+            run = execute(model, batch, mode=parse_mode(mode), backward=backward, rng=rng)
     except Exception as exc:
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
         return result

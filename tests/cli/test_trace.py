@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 
 import nanprobe.diagnosis
+from nanprobe.errors import ModelRaised
 from tests.cli import models
 from tests.cli.conftest import CONFIG, FACTORY, Files, _ours
 from tests.cli.helpers import run_cli
@@ -185,14 +186,15 @@ def test_repro_directory_is_written(files: Files) -> None:
 
 def test_model_raising_inside_the_engine_is_exit_2(files: Files, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 4x8)")
+        raise ModelRaised("the model raised RuntimeError in control batch 0 (eval mode): mat1 and mat2 shapes "
+                          "cannot be multiplied (4x3 and 4x8)")
 
     monkeypatch.setattr(nanprobe.diagnosis, "diagnose", boom)
     r = run_cli("trace", files.ours)
     assert r.code == 2
     errors = [line for line in r.err.splitlines() if line.startswith("nanprobe: error:")]
-    assert errors == ["nanprobe: error: the model raised RuntimeError while running the batches: mat1 and mat2 "
-                      "shapes cannot be multiplied (4x3 and 4x8); check that --model and the batches match "
+    assert errors == ["nanprobe: error: the model raised RuntimeError in control batch 0 (eval mode): mat1 and "
+                      "mat2 shapes cannot be multiplied (4x3 and 4x8); check that --model and the batches match "
                       "(rerun with --debug for the traceback)"]
     assert "Traceback" not in r.err
 

@@ -72,7 +72,7 @@ def test_to_dict_has_the_contract_keys_and_round_trips(tmp_path: Path) -> None:
         assert {"variant", "changes", "nonfinite", "samples"} <= set(entry)
     json.dumps(data, allow_nan=False)
     assert Diagnosis.from_dict(data).to_dict() == data
-    path = d.to_json(tmp_path / "r.json", nanprobe_version="0.1.0")
+    path = d.write_json(tmp_path / "r.json")
     assert json.loads(path.read_text())["verdict"]["cause"] == "fully_masked_attention"
     roles = [row["role"] for row in data["layers"]]
     assert "origin" in roles

@@ -14,9 +14,9 @@ import torch
 
 from nanprobe.errors import InputError, NonFiniteError
 from nanprobe.monitoring import monitor
-from nanprobe.monitoring.failure import CONTRACT_KEYS
 from nanprobe.postmortem import bundle as bundle_mod
 from nanprobe.postmortem.bundle import COMPLETE, STATS_COLUMNS, load_bundle
+from nanprobe.report import CONTRACT_KEYS
 from nanprobe.rng import RNGState
 from tests.monitor.models import FACTORY_LOGNET, bad_batch, good_batch, make_lognet
 
@@ -101,7 +101,8 @@ def test_reference_and_none_write_no_model_file(tmp_path: Path) -> None:
     assert not (path / "model.pt").exists()
 
 
-def test_a_writer_failing_midway_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_writer_failing_midway_leaves_no_half_bundle_only_an_incomplete_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(d: Path, c: object) -> None:
         (d / "report.html").write_text("<html><body>half")
         raise OSError("disk full")
@@ -109,9 +110,14 @@ def test_a_writer_failing_midway_leaves_nothing(tmp_path: Path, monkeypatch: pyt
     writers = [(n, broken if n == "report.html" else w) for n, w in bundle_mod.WRITERS]
     monkeypatch.setattr(bundle_mod, "WRITERS", writers)
     model = make_lognet()
-    with pytest.raises(OSError, match="disk full"), monitor(model, out_dir=tmp_path):
+    with pytest.raises(NonFiniteError) as info, monitor(model, out_dir=tmp_path):
         model(bad_batch())
-    assert list(tmp_path.iterdir()) == []
+    assert isinstance(info.value.__cause__, OSError) and "disk full" in str(info.value.__cause__)
+    (only,) = list(tmp_path.iterdir())  # no hidden partial left behind
+    assert sorted(p.name for p in only.iterdir()) == [COMPLETE, "manifest.json", "report.json"]
+    report = load_bundle(only).report
+    assert report.monitor.incomplete == "writing the bundle failed: OSError: disk full"
+    assert report.first_nonfinite.module == "" and report.verdict.cause == "numerical_domain"
 
 
 def test_a_crash_midway_leaves_only_a_hidden_partial_that_is_refused(tmp_path: Path) -> None:
@@ -142,7 +148,7 @@ def test_a_crash_midway_leaves_only_a_hidden_partial_that_is_refused(tmp_path: P
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing", "does not exist"),
     (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", "is a file"),
-    (lambda p: (p / "d").mkdir() or p / "d", "incomplete"),
+    (lambda p: (p / "d").mkdir() or p / "d", "is not a bundle"),
 ])
 def test_load_bundle_refuses_what_is_not_a_bundle(tmp_path: Path, make, message: str) -> None:
     with pytest.raises(InputError, match=message):

@@ -70,7 +70,7 @@ def test_ring_bounds_records_over_10000_calls() -> None:
     assert len(result.records) == 256 + 3
     assert sum(r.role == "propagated" for r in result.records) == 3
     assert result.origin.module == "<input>" and result.origin.step == 10_001
-    assert len(probe._ring) == 256 and len(probe._pending) == 0 and len(probe._seen) <= 3
+    assert len(probe._classifier.ring) == 256 and len(probe._queue) == 0 and len(probe._seen) <= 3
 
 
 def test_sqrt_zero_in_backward_is_backward_origin() -> None:

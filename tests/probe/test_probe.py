@@ -29,7 +29,7 @@ def test_log_zero_is_origin_and_three_after_propagate() -> None:
     assert [by_module(result, n)[0].role for n in ("2", "3", "4")] == ["propagated"] * 3
     assert by_module(result, "0")[0].role is None
     assert result.first_nonfinite() == {"module": "1", "module_type": "Log", "phase": "forward", "kind": "inf",
-                                        "samples": [2], "op": None, "source": None}
+                                        "batch_index": 0, "samples": [2], "op": None, "source": None}
     assert result.latent == []
 
 
@@ -353,7 +353,7 @@ def test_device_side_extras_are_read_back_as_floats(monkeypatch: pytest.MonkeyPa
         model(torch.randn(3, 4))
     rec = next(r for r in probe.result().records if r.module == "2")
     assert rec.extra == {"eps": 1e-5, "min_input_var": 0.25}
-    assert probe.result().status == "clean" and len(probe._pending) == 0
+    assert probe.result().status == "clean" and len(probe._queue) == 0
 
 
 def test_encoder_stack_with_nested_tensor_fast_path() -> None:

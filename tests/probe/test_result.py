@@ -40,7 +40,7 @@ def test_to_dict_is_json_and_has_contract_fields() -> None:
     text = json.dumps(d)
     assert '"status": "nonfinite"' in text
     assert d["first_nonfinite"] == {"module": "1", "module_type": "Log", "phase": "forward", "kind": "inf",
-                                    "samples": [3], "op": None, "source": None}
+                                    "batch_index": 0, "samples": [3], "op": None, "source": None}
     assert d["records"][2]["outputs"]["out"]["neginf"] == 4
     assert d["nonfinite_parameters"] == [] and d["latent"] == []
 

@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nanprobe.kinds import Kind
 from nanprobe.stats import TensorStats, stats_from_vector, stats_vector, tensor_stats
 
 DTYPES = {"float16": (torch.float16, np.float16, 6e4), "float32": (torch.float32, np.float32, 1e6),
@@ -80,7 +81,7 @@ def test_kind_and_counts() -> None:
     t = torch.tensor([1.0, math.nan, math.inf, -math.inf, 0.0])
     s = tensor_stats(t)
     assert (s.nan, s.posinf, s.neginf, s.zeros, s.nonfinite) == (1, 1, 1, 1, 3)
-    assert s.kind == "nan" and s.kinds == {"nan", "inf"}
+    assert s.kind == "nan" and s.kinds == Kind.NAN | Kind.POSINF | Kind.NEGINF
     assert (s.min, s.max, s.absmax) == (0.0, 1.0, 1.0)
     assert tensor_stats(torch.tensor([math.inf, 2.0])).kind == "inf"
     assert tensor_stats(torch.tensor([2.0])).kind is None

@@ -1,0 +1,87 @@
+"""The one vocabulary of non-finite value kinds, shared by the probe, the op-level localizer and the checks.
+
+A :class:`Kind` is a set of flags: ``NAN``, ``POSINF``, ``NEGINF``. The sign of an infinity matters where masks
+are concerned (an additive attention mask is ``-inf`` on purpose); reports only say ``"nan"`` or ``"inf"``
+(:func:`report_kind`), and the probe, which follows kinds through module calls, works on the signless
+projection :meth:`Kind.coarse` (``POSINF``/``NEGINF`` both become ``INF``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+
+__all__ = ["FINITE", "INF", "NAN", "NEGINF", "POSINF", "Kind", "nonfinite_tensors", "report_kind", "tensor_kinds"]
+
+
+class Kind(enum.IntFlag):
+    """Which kinds of non-finite values occur in a tensor (or flow through a call)."""
+
+    FINITE = 0
+    NAN = 1
+    POSINF = 2
+    NEGINF = 4
+    INF = POSINF | NEGINF
+
+    def coarse(self) -> Kind:
+        """``NAN`` and/or ``INF`` (both infinities as ``INF``), for following values without their sign."""
+        out = self & Kind.NAN
+        if self & Kind.INF:
+            out |= Kind.INF
+        return Kind(out)
+
+
+FINITE = Kind.FINITE
+NAN = Kind.NAN
+POSINF = Kind.POSINF
+NEGINF = Kind.NEGINF
+INF = Kind.INF
+
+
+def report_kind(kinds: Kind) -> str | None:
+    """What a report says: ``"nan"`` when any NaN, else ``"inf"`` when any Inf, else ``None``."""
+    if kinds & Kind.NAN:
+        return "nan"
+    if kinds & Kind.INF:
+        return "inf"
+    return None
+
+
+def tensor_kinds(t: torch.Tensor) -> Kind:
+    """The kinds of non-finite values in a floating or complex tensor (complex by magnitude). One ``amin``
+    and one ``amax`` when every value is finite; nested tensors are read through their values."""
+    x = t.detach()
+    try:
+        if x.is_nested:
+            x = x.values() if x.layout == torch.jagged else torch.cat([c.reshape(-1) for c in x.unbind()])
+        if not (x.dtype.is_floating_point or x.dtype.is_complex) or x.numel() == 0:
+            return FINITE
+        if x.is_complex():
+            x = x.abs()
+        lo, hi = x.amin().item(), x.amax().item()
+    except (RuntimeError, NotImplementedError, TypeError):  # fake, meta or otherwise unreadable tensors
+        return FINITE
+    if lo == lo and hi == hi:  # no NaN: the extremes say everything
+        found = FINITE
+        if hi == float("inf"):
+            found |= POSINF
+        if lo == float("-inf"):
+            found |= NEGINF
+        return Kind(found)
+    found = NAN  # amin/amax propagate NaN: look for infinities separately (rare path)
+    if bool((x == float("inf")).any()):
+        found |= POSINF
+    if bool((x == float("-inf")).any()):
+        found |= NEGINF
+    return Kind(found)
+
+
+def nonfinite_tensors(named: list[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating/complex tensors (e.g. a model's parameters and buffers) holding NaN/Inf, with
+    one host read for the whole list."""
+    candidates = [(n, t.detach()) for n, t in named if (t.is_floating_point() or t.is_complex()) and t.numel()]
+    if not candidates:
+        return []
+    flags = torch.stack([torch.isfinite(t).all().cpu() for _, t in candidates]).tolist()
+    return [n for (n, _), ok in zip(candidates, flags) if not ok]
