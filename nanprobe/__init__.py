@@ -1,7 +1,13 @@
 """nanprobe: find where a PyTorch model goes NaN, why, and keep it from coming back.
 
 Names are re-exported lazily: ``import nanprobe`` stays cheap (the pytest plugin imports it in every session)
-and torch is imported only when one of them is first used."""
+and torch is imported only when one of them is first used.
+
+Layers, each importing only those below it: the core modules (``batches``, ``walk``, ``kinds``, ``stats``,
+``rng``, ``restore``, ``sentinel``, ``execution``, ``watch``) and ``report``; then ``probe``; ``diagnosis``;
+``postmortem``; ``monitoring``, ``testing`` and ``integrations``; and at the edges ``render``, ``cli`` and
+``pytest_plugin``. May import: nothing of its own but ``_version`` and ``errors`` (the rest lazily, by name).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
 """The per-layer probe: record every module call and name the one that produced the first NaN/Inf.
 
+Lives here: the :class:`Probe` (it owns its hooks), its classifier, read-back queue, records and result.
+May import: the core modules (``nanprobe.stats``, ``kinds``, ``walk``, ``execution``) and ``nanprobe.report``.
+Imported by: the diagnosis (its hooked run), the monitor (full-depth snapshots), users.
+
 >>> with Probe(model) as probe:
 ...     model(batch)
 >>> result = probe.result()          # status, origin, latent, records; to_frame() / to_dict() / rich

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nanprobe.report.validate import is_report, strict, validate_report
+
 __all__ = ["dumps", "to_plain", "write_json"]
 
 _TENSOR_LIMIT = 64
@@ -51,8 +53,13 @@ def to_plain(value: Any) -> Any:
 
 
 def dumps(value: Any, *, indent: int | None = 2) -> str:
-    """Strict JSON text of ``value`` (``allow_nan=False``: a NaN that slipped through is a bug, not output)."""
-    return json.dumps(to_plain(value), indent=indent, allow_nan=False)
+    """Strict JSON text of ``value`` (``allow_nan=False``: a NaN that slipped through is a bug, not output).
+    A report document is checked against the shipped schema first when strict checking is on
+    (:func:`nanprobe.report.validate.strict`)."""
+    plain = to_plain(value)
+    if strict() and is_report(plain):
+        validate_report(plain)
+    return json.dumps(plain, indent=indent, allow_nan=False)
 
 
 def write_json(path: str | Path, value: Any) -> Path:

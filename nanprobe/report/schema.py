@@ -17,15 +17,16 @@ import json
 import sys
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
+from nanprobe.report.jsonio import dumps, write_json
 from nanprobe.report.record import Record, field_types
 from nanprobe.report.types import CONTRACT_KEYS, BundleReport, ReplayReport, Report
+from nanprobe.report.validate import SCHEMA_FILE
 
 __all__ = ["SCHEMA_PATH", "build_schema", "load_schema", "markdown_table"]
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schema" / "report.schema.json"
+SCHEMA_PATH = SCHEMA_FILE
 _DOCUMENTS: tuple[type[Report], ...] = (Report, BundleReport, ReplayReport)
 _NUMBER_TEXT = ("nan", "inf", "-inf")  # how strict JSON spells a non-finite float
 
@@ -143,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(markdown_table(schema))
     elif args.write:
         SCHEMA_PATH.parent.mkdir(parents=True, exist_ok=True)
-        SCHEMA_PATH.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+        write_json(SCHEMA_PATH, schema)
     else:
-        sys.stdout.write(json.dumps(schema, indent=2) + "\n")
+        sys.stdout.write(dumps(schema) + "\n")
     return 0
 
 

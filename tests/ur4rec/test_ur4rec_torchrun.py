@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.shared.torchrun import run_torchrun
+from tests.core.torchrun import run_torchrun
 from ur4rec.evaluate import evaluate
 from ur4rec.model import build_model
 from ur4rec.probe_data import eval_batches

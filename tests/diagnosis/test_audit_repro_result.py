@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from nanprobe.diagnosis import CONTRACT_KEYS, Diagnosis, audit_config, diagnose
-from tests.diagnose import models as M
+from tests.diagnosis import models as M
 
 CONFIG = {"model": {"sasrec_dropout": 0.0, "hidden_size": 8, "num_heads": 2, "num_blocks": 2, "text_dropout": 0.2,
                     "layer_norm_eps": 1e-5}, "train": {"lr": 1e-3}}

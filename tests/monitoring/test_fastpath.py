@@ -9,7 +9,7 @@ import torch
 
 from nanprobe.errors import NonFiniteError
 from nanprobe.monitoring import monitor
-from tests.monitor.models import make_encoder
+from tests.monitoring.models import make_encoder
 
 
 def _ids() -> torch.Tensor:

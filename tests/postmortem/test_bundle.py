@@ -18,7 +18,7 @@ from nanprobe.postmortem import bundle as bundle_mod
 from nanprobe.postmortem.bundle import COMPLETE, STATS_COLUMNS, load_bundle
 from nanprobe.report import CONTRACT_KEYS
 from nanprobe.rng import RNGState
-from tests.monitor.models import FACTORY_LOGNET, bad_batch, good_batch, make_lognet
+from tests.monitoring.models import FACTORY_LOGNET, bad_batch, good_batch, make_lognet
 
 FILES = {"report.json", "batch.pt", "rng.pt", "stats.csv", "report.md", "report.html", "env.json", "model.pt",
          "repro.txt", "manifest.json", COMPLETE}
@@ -126,7 +126,7 @@ def test_a_crash_midway_leaves_only_a_hidden_partial_that_is_refused(tmp_path: P
         sys.path.insert(0, {str(Path.cwd())!r})
         from nanprobe.postmortem import bundle
         from nanprobe.monitoring import monitor
-        from tests.monitor.models import make_lognet, bad_batch
+        from tests.monitoring.models import make_lognet, bad_batch
         def die(d, c):
             (d / "report.html").write_text("half")
             os._exit(7)  # no cleanup, no finally: like a SIGKILL or a power cut

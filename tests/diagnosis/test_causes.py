@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from nanprobe.diagnosis import Diagnosis, diagnose
-from tests.diagnose import models as M
+from tests.diagnosis import models as M
 
 
 def _evidence(d: Diagnosis) -> list[str]:

@@ -10,7 +10,7 @@ from torch.nn.modules import module as module_globals
 
 from nanprobe.errors import NonFiniteError
 from nanprobe.monitoring import Monitor, NonFiniteWarning, monitor
-from tests.monitor.models import SqrtNet, bad_batch, good_batch, make_lognet
+from tests.monitoring.models import SqrtNet, bad_batch, good_batch, make_lognet
 
 
 def _loop(mon: Monitor, model: torch.nn.Module, bad_steps: set[int], steps: int = 6) -> list[int]:

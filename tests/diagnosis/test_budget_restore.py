@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nanprobe.diagnosis import diagnose, pass_budget
-from tests.diagnose import models as M
+from tests.diagnosis import models as M
 
 
 class _Scalar(nn.Module):

@@ -12,9 +12,9 @@ import pytest
 import torch.multiprocessing as mp
 
 from nanprobe.postmortem.bundle import load_bundle
-from tests.monitor import dist_worker
-from tests.monitor.dist_worker import FORWARD_BAD_STEP, LOSS_BAD_STEP
-from tests.shared.torchrun import run_torchrun
+from tests.core.torchrun import run_torchrun
+from tests.monitoring import dist_worker
+from tests.monitoring.dist_worker import FORWARD_BAD_STEP, LOSS_BAD_STEP
 
 TIMEOUT_S = 180
 

@@ -1,12 +1,12 @@
-"""Tiny models that misbehave on purpose, importable by factory strings (``tests.monitor.models:...``)."""
+"""Tiny models that misbehave on purpose, importable by factory strings (``tests.monitoring.models:...``)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-FACTORY_LOGNET = "tests.monitor.models:make_lognet"
-FACTORY_ENCODER = "tests.monitor.models:make_encoder"
+FACTORY_LOGNET = "tests.monitoring.models:make_lognet"
+FACTORY_ENCODER = "tests.monitoring.models:make_encoder"
 
 
 class LogNet(nn.Module):
@@ -77,7 +77,7 @@ def bad_batch(n: int = 3, dim: int = 4, rows: tuple[int, ...] = (1,)) -> torch.T
     return x
 
 
-FACTORY_SCORER = "tests.monitor.models:make_scorer"
+FACTORY_SCORER = "tests.monitoring.models:make_scorer"
 
 
 class Scorer(nn.Module):

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nanprobe.errors import NonFiniteError
 from nanprobe.monitoring import monitor
-from tests.monitor.models import bad_batch, good_batch, make_lognet
+from tests.monitoring.models import bad_batch, good_batch, make_lognet
 
 BAD_RANK = 1
 FORWARD_BAD_STEP = 5
@@ -92,5 +92,5 @@ def run(rank: int, world: int, init_file: str | None, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-if __name__ == "__main__":  # torchrun --standalone --nproc_per_node=2 tests/monitor/dist_worker.py OUT_DIR
+if __name__ == "__main__":  # torchrun --standalone --nproc_per_node=2 tests/monitoring/dist_worker.py OUT_DIR
     run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), None, sys.argv[1])

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from nanprobe.diagnosis import diagnose
-from tests.diagnose import models as M
+from tests.diagnosis import models as M
 
 
 def test_hand_written_softmax_attention_over_all_masked_row() -> None:

@@ -12,7 +12,7 @@ import torch
 from nanprobe.cli.main import main
 from nanprobe.errors import NonFiniteError
 from nanprobe.monitoring import monitor
-from tests.monitor.models import FACTORY_ENCODER, FACTORY_LOGNET, bad_batch, good_batch, make_encoder, make_lognet
+from tests.monitoring.models import FACTORY_ENCODER, FACTORY_LOGNET, bad_batch, good_batch, make_encoder, make_lognet
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:

@@ -12,7 +12,7 @@ import torch
 from nanprobe.cli.main import main
 from nanprobe.errors import NonFiniteError
 from nanprobe.monitoring import monitor
-from tests.monitor.models import FACTORY_SCORER, make_scorer
+from tests.monitoring.models import FACTORY_SCORER, make_scorer
 
 
 def test_a_method_call_is_a_step_and_its_nan_is_caught_and_replayed(tmp_path: Path) -> None:
