@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from nanprobe._hooks import remove_handle
 from nanprobe.batches import batch_size, call_model
 from nanprobe.errors import InputError, NanprobeError
 from nanprobe.restore import isolated_state, preserved_globals
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients, tensor_leaves
 
-__all__ = ["Execution", "Executor", "Mode", "backward_target", "execute", "mode_of", "parse_mode"]
+__all__ = ["Execution", "Executor", "Mode", "OutOfTime", "backward_target", "execute", "mode_of", "parse_mode"]
 
 ContextFactory = Callable[[], contextlib.AbstractContextManager[Any]]
 
@@ -54,6 +56,11 @@ def parse_mode(value: str | Mode) -> Mode:
         return Mode(value)
     except ValueError:
         raise InputError(f"mode must be 'eval' or 'train', not {value!r}") from None
+
+
+class OutOfTime(BaseException):
+    """A run was stopped at a module boundary because the executor's deadline passed. A BaseException, so
+    the model's own ``except Exception`` blocks do not swallow it."""
 
 
 def mode_of(training: bool) -> Mode:
@@ -104,7 +111,10 @@ class Executor:
     """Runs batches of one model, each from a given RNG state, counting every forward pass.
 
     ``mode=None`` keeps the model's train/eval flags and the current grad mode (the probe's ``probe_model``);
-    ``isolate=False`` lets a run change the model's buffers and gradients (never used by a diagnosis)."""
+    ``isolate=False`` lets a run change the model's buffers and gradients (never used by a diagnosis).
+    ``deadline`` (a ``time.monotonic()`` value): a run still going then stops at the next module call (a
+    global forward pre-hook, which leaves fast paths alone) and comes back with ``error`` an :class:`OutOfTime`.
+    """
 
     model: nn.Module
     mode: Mode | None = Mode.EVAL
@@ -112,6 +122,7 @@ class Executor:
     progress: Callable[[str], None] | None = None
     isolate: bool = True
     passes: int = 0
+    deadline: float | None = None
 
     def run(self, batch: Any, rng: RNGState | None = None, *, label: str = "run", mode: Mode | None = None,
             grad: bool | None = None, contexts: Sequence[ContextFactory] = (),
@@ -143,7 +154,11 @@ class Executor:
                     rng.restore()
                 if instrument is not None:
                     stack.enter_context(instrument())
+                if self.deadline is not None:
+                    stack.enter_context(_stop_at(self.deadline))
                 return self._execute(net, batch, keep_output)
+        except OutOfTime as e:
+            return Execution(output=CLEAN, error=e)
         except NanprobeError:
             raise
         except Exception as e:  # the user's model raised
@@ -166,6 +181,21 @@ class Executor:
                 grads = check_gradients(net)
         return Execution(output=out_check, gradients=grads, value=output if keep_output else None,
                          rng_after=RNGState.capture())
+
+
+@contextlib.contextmanager
+def _stop_at(deadline: float) -> Any:
+    def check(module: nn.Module, args: Any) -> None:
+        if time.monotonic() > deadline:
+            raise OutOfTime(f"deadline passed before {type(module).__name__} ran")
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(check)
+    try:
+        if time.monotonic() > deadline:
+            raise OutOfTime("deadline passed before the run started")
+        yield
+    finally:
+        remove_handle(handle)
 
 
 def execute(model: nn.Module, batch: Any, *, mode: Mode | str | None = Mode.EVAL, backward: bool = False,

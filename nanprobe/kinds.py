@@ -49,8 +49,9 @@ def report_kind(kinds: Kind) -> str | None:
 
 
 def tensor_kinds(t: torch.Tensor) -> Kind:
-    """The kinds of non-finite values in a floating or complex tensor (complex by magnitude). One ``amin``
-    and one ``amax`` when every value is finite; nested tensors are read through their values."""
+    """The kinds of non-finite values in a floating or complex tensor (complex by magnitude). One ``sum`` when
+    every value is finite (a NaN or an Inf anywhere makes it non-finite; a sum that merely overflows falls
+    through to the exact count); nested tensors are read through their values."""
     x = t.detach()
     try:
         if x.is_nested:
@@ -59,6 +60,9 @@ def tensor_kinds(t: torch.Tensor) -> Kind:
             return FINITE
         if x.is_complex():
             x = x.abs()
+        total = x.sum().item()
+        if total - total == 0.0:  # finite (NaN - NaN and inf - inf are NaN)
+            return FINITE
         lo, hi = x.amin().item(), x.amax().item()
     except (RuntimeError, NotImplementedError, TypeError):  # fake, meta or otherwise unreadable tensors
         return FINITE

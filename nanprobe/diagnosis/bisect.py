@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from nanprobe.batches import batch_size, select_samples
-from nanprobe.execution import Execution
+from nanprobe.execution import Execution, OutOfTime
 from nanprobe.report import ReplayEntry
 
 __all__ = ["SampleSearch", "concat_batches", "find_samples"]
@@ -35,15 +35,29 @@ def _fmt(rows: Sequence[int]) -> str:
     return ", ".join(map(str, rows[:8])) + (f", ... ({len(rows)} samples)" if len(rows) > 8 else "")
 
 
+class _Stopped(Exception):
+    pass
+
+
 def find_samples(run: Run, batch: Any, candidates: Sequence[int], *, budget: int, kind: str,
                  stop: Callable[[], bool] | None = None) -> SampleSearch:
     """``run(sub_batch, label, changes)`` executes one counted pass. At most ``budget`` passes are spent:
     about 2 when the candidate rows are right, 2*log2(B) when the search has to halve. ``stop()`` returning
-    True (a time budget) ends the search where it is."""
+    True (a time budget), or a run stopped by its deadline, ends the search where it is."""
+    out = SampleSearch()
+    try:
+        return _search(run, batch, candidates, budget=budget, kind=kind, stop=stop, out=out)
+    except _Stopped:
+        out.failing = out.failing or sorted(set(candidates))
+        out.minimal = []
+        return out
+
+
+def _search(run: Run, batch: Any, candidates: Sequence[int], *, budget: int, kind: str,
+            stop: Callable[[], bool] | None, out: SampleSearch) -> SampleSearch:
     if stop is not None and stop():
         budget = 0
     size = batch_size(batch) or 1
-    out = SampleSearch()
     everyone = list(range(size))
     cands = sorted(c for c in set(candidates) if 0 <= c < size)
     spent = 0
@@ -52,6 +66,8 @@ def find_samples(run: Run, batch: Any, candidates: Sequence[int], *, budget: int
         nonlocal spent
         spent += 1
         res = run(select_samples(batch, rows), label, {"samples": rows})
+        if isinstance(res.error, OutOfTime):  # no answer: end the search where it is
+            raise _Stopped
         fails = res.nonfinite
         seen = [rows[i] for i in res.samples if i < len(rows)]
         error = f"{type(res.error).__name__}: {res.error}" if res.error else None

@@ -23,7 +23,7 @@ from nanprobe.diagnosis.replay import Replay, dropout_sites, model_dtypes, plan_
 from nanprobe.diagnosis.samples import describe_samples, masked_positions
 from nanprobe.diagnosis.verdict import Facts, decide
 from nanprobe.errors import InputError, ModelRaised
-from nanprobe.execution import Execution, Executor, Mode, parse_mode
+from nanprobe.execution import Execution, Executor, Mode, OutOfTime, parse_mode
 from nanprobe.kinds import nonfinite_tensors
 from nanprobe.report import LatentEntry, ReplayEntry, Report
 from nanprobe.rng import RNGState, forked_rng
@@ -131,6 +131,7 @@ class _Diagnoser:
         d.budget = pass_budget(size)
         if self.time_budget is not None:
             self.deadline = time.monotonic() + max(self.time_budget, MIN_DEFERRAL_PASSES * self._control_seconds)
+            self.runner.deadline = self.deadline  # a run still going at the deadline stops at a module call
         loc, flow, loc_res = self._localize(batch, rng, size)
         hooked = self._hook_check(batch, rng, control) if self.replay and not self._out_of_time("the probe run") \
             else None
@@ -200,10 +201,13 @@ class _Diagnoser:
         self.diag.layers = assign_layer_roles(loc.rows, loc.parents, None)
         self.diag.instrumentation = {"hooks_changed_result": False, "method": "dispatch_mode"}
 
-    def _hook_check(self, batch: Any, rng: RNGState, control: Execution | None) -> HookedRun:
+    def _hook_check(self, batch: Any, rng: RNGState, control: Execution | None) -> HookedRun | None:
         holder = HookedRun()
         res = self.runner.run(batch, rng, label="probe (per-module hooks)",
                               instrument=lambda: module_hooks(self.model, holder, backward=self.backward))
+        if isinstance(res.error, OutOfTime):  # says nothing about hooks: no comparison with the control
+            self._out_of_time("the probe run")
+            return None
         if res.error is not None and holder.method == "probe":
             holder = HookedRun(method="noop_hooks", error=f"{type(res.error).__name__}: {res.error}")
             res = self.runner.run(batch, rng, label="per-module hooks (no-op)",
@@ -236,7 +240,11 @@ class _Diagnoser:
         d.instrumentation = {"hooks_changed_result": hooks_changed, "method": "dispatch_mode",
                              "probe": hooked.method if hooked else None,
                              "dispatch_reproduced": loc_res.nonfinite}
-        if loc_res.error is not None:
+        if isinstance(loc_res.error, OutOfTime):
+            self._out_of_time("the localization run")
+            facts.extra_notes.append("localization deferred (time budget): the origin is where the monitor saw "
+                                     "the value; `nanprobe replay` localizes it")
+        elif loc_res.error is not None:
             facts.extra_notes.append(f"dispatch-mode localization raised {type(loc_res.error).__name__}: "
                                      f"{loc_res.error}; origin taken from the probe")
         elif not loc_res.nonfinite:
@@ -324,6 +332,10 @@ class _Diagnoser:
                 return
             net, contexts = None, (*contexts, v.fallback)
         res = self.runner.run(data, rng, label=v.label, mode=v.mode, grad=v.grad, contexts=contexts, model=net)
+        if isinstance(res.error, OutOfTime):
+            self._out_of_time(v.label)
+            facts.evidence.append(f"{v.label}: deferred (time budget)")
+            return
         entry = ReplayEntry(v.label, dict(v.changes), res.nonfinite, list(res.samples))
         if res.error is not None:
             entry.error = f"{type(res.error).__name__}: {res.error}"

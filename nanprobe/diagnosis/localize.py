@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from nanprobe._hooks import remove_handle
 from nanprobe.diagnosis.flow import OpEvent, storage_key
@@ -22,6 +22,7 @@ from nanprobe.diagnosis.masks import fully_masked, is_mask_consumer
 from nanprobe.kinds import FINITE, Kind, tensor_kinds
 from nanprobe.report import LayerRow
 from nanprobe.sentinel import tensor_leaves
+from nanprobe.stats import tensor_stats
 
 __all__ = ["Localizer", "format_source", "user_source"]
 
@@ -65,29 +66,29 @@ def _source_from_trace(trace: Any) -> str | None:
 
 
 def _fold_stats(tensors: list[torch.Tensor]) -> dict[str, Any]:
-    """min/max/absmax/mean/std of the finite values and NaN/Inf counts, over all of a call's outputs."""
+    """min/max/absmax/mean/std of the finite values and NaN/Inf counts, over all of a call's floating outputs
+    (:func:`nanprobe.stats.tensor_stats`: a few vectorised passes, no copy of the values)."""
     out: dict[str, Any] = {"min": None, "max": None, "absmax": None, "mean": None, "std": None, "nan": 0, "inf": 0}
     means: list[float] = []
     stds: list[float] = []
     for t in tensors:
-        if t.is_nested or t.numel() == 0:
+        if t.is_nested or t.numel() == 0 or not (t.is_floating_point() or t.is_complex()):
             continue
-        x = t.detach()
-        x = x.abs() if x.is_complex() else x
-        finite = torch.isfinite(x)
-        out["nan"] += int(torch.isnan(x).sum())
-        out["inf"] += int(torch.isinf(x).sum())
-        vals = x[finite].double()
-        if vals.numel():
-            lo, hi = float(vals.min()), float(vals.max())
-            out["min"] = lo if out["min"] is None else min(out["min"], lo)
-            out["max"] = hi if out["max"] is None else max(out["max"], hi)
-            out["absmax"] = max(abs(out["min"]), abs(out["max"]))
-            means.append(float(vals.mean()))
-            stds.append(float(vals.std(correction=0)))
+        s = tensor_stats(t.detach())
+        out["nan"] += s.nan
+        out["inf"] += s.posinf + s.neginf
+        if s.min is None or s.max is None:
+            continue
+        out["min"] = s.min if out["min"] is None else min(out["min"], s.min)
+        out["max"] = s.max if out["max"] is None else max(out["max"], s.max)
+        out["absmax"] = max(abs(out["min"]), abs(out["max"]))
+        if s.mean is not None:
+            means.append(s.mean)
+        if s.std is not None:
+            stds.append(s.std)
     if means:
         out["mean"] = sum(means) / len(means)
-        out["std"] = max(stds)
+        out["std"] = max(stds) if stds else None
     return out
 
 
@@ -236,7 +237,9 @@ class Localizer:
         self.suspended = True
         try:
             tensors = [t for _, t in tensor_leaves(output)]
-            for key, value in _fold_stats(tensors).items():
+            with _disable_current_modes():  # the statistics' own ops need no watching
+                stats = _fold_stats(tensors)
+            for key, value in stats.items():
                 setattr(row, key, value)
             if row.nonfinite:
                 self.call_samples[row.index] = self._rows_of(tensors)
