@@ -2,6 +2,11 @@
 
 Safe by default: ``torch.load(weights_only=True)`` unless the caller trusts pickles. Every failure is an
 :class:`~nanprobe.errors.InputError` whose message names the problem and what to do. Nothing here ever writes.
+
+A checkpoint is a file saved with ``torch.save``, a ``.safetensors`` file or a ``save_pretrained`` folder
+(:mod:`nanprobe.checkpoint_files`). Its tensors are memory-mapped, never read into a second copy, and the model
+takes them over by assignment when that is provably the same as building it and copying them in
+(:mod:`nanprobe.materialize`).
 """
 
 from __future__ import annotations
@@ -10,11 +15,10 @@ import importlib
 import inspect
 import itertools
 import json
-import os
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +26,47 @@ import torch
 from torch import nn
 
 from nanprobe.batches import ModelCall
+from nanprobe.checkpoint_files import (
+    CONFIG_FILE,
+    CheckpointData,
+    check_readable,
+    first_line,
+    import_from_cwd,
+    is_state_dict,
+    is_zip,
+    read_checkpoint,
+    read_torch_file,
+)
 from nanprobe.errors import InputError
+from nanprobe.integrations.transformers import (
+    AUTO_MODEL,
+    builder_for_class,
+    builder_from_config,
+    ignored_key_patterns,
+    is_pretrained_class,
+    is_transformers_config,
+)
+from nanprobe.materialize import fit
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "STATE_DICT_KEYS",
+    "CheckpointData",
     "Loaded",
     "batches_from_factory",
     "check_batches_fit",
+    "import_from_cwd",
     "load_batches",
     "load_checkpoint",
     "load_run_config",
     "parse_device",
+    "read_checkpoint",
     "read_torch_file",
     "resolve_callable",
 ]
 
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
 CHECKPOINT_FORMAT = 1  # the "nanprobe" section's format this module reads
-_ZIP_MAGIC = b"PK\x03\x04"
-_PICKLE_PROTO = 0x80
 _SHOWN_KEYS = 5
 
 
@@ -51,85 +76,25 @@ class Loaded:
 
     model: nn.Module
     path: Path
-    kind: str  # "nanprobe" (our convention) | "state_dict" | "module" (a pickled nn.Module)
-    factory: str | None = None
-    config: dict[str, Any] | None = None  # constructor kwargs
+    kind: str  # "nanprobe" (our convention) | "state_dict" | "transformers" (built from its config) | "module"
+    factory: str | None = None  # MODULE:CALLABLE, or "transformers:GPT2LMHeadModel" for kind "transformers"
+    config: dict[str, Any] | None = None  # constructor kwargs (config.json, for save_pretrained weights)
     run_config: dict[str, Any] | None = None  # the whole run config, for the config audit
     data_spec: dict[str, Any] | None = None  # {"factory": "pkg.mod:fn", "kwargs": {...}}
     mode: str | None = None  # the mode the checkpoint says the failure happened in
     ignored_keys: list[str] = field(default_factory=list)  # e.g. "num_batches_tracked" differences, tolerated
+    format: str = "torch"  # "torch" (torch.save) | "safetensors"
+    mapped: bool = False  # the weights are the checkpoint file's memory-mapped tensors, not copies
 
     def describe(self) -> str:
         """One phrase for people: where the model came from."""
         if self.kind == "module":
             return "a pickled nn.Module"
+        weights = "safetensors state dict" if self.format == "safetensors" else "state dict"
+        if self.kind == "transformers":
+            return f"{weights} + {self.factory} built from its config"
         how = "recorded factory" if self.kind == "nanprobe" else "--model"
-        return f"state dict + {how} {self.factory}{' with its config' if self.config else ''}"
-
-
-# ----------------------------------------------------------------------------------------------------- files
-
-def _check_readable(path: str | Path, what: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{what} {str(p)!r} does not exist; check the path")
-    if p.is_dir():
-        raise InputError(f"{what} {str(p)!r} is a directory, not a file saved with torch.save")
-    if not os.access(p, os.R_OK):
-        raise InputError(f"{what} {str(p)!r} is not readable; check its permissions")
-    return p
-
-
-def _unsafe_globals(path: Path) -> list[str]:
-    finder = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
-    if finder is not None:
-        try:
-            return list(finder(str(path)))
-        except Exception:
-            pass
-    return []
-
-
-def read_torch_file(path: str | Path, *, trust_pickle: bool = False, what: str = "checkpoint") -> Any:
-    """``torch.load`` onto the CPU with every failure turned into an InputError naming the cause."""
-    p = _check_readable(path, what)
-    with p.open("rb") as f:
-        head = f.read(4)
-    if not head:
-        raise InputError(f"{what} {str(p)!r} is empty (0 bytes); it was probably not saved completely")
-    if head != _ZIP_MAGIC and head[0] != _PICKLE_PROTO:
-        raise InputError(f"{what} {str(p)!r} is not a PyTorch file (expected something saved with torch.save)")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as e:
-        text = str(e)
-        if not trust_pickle and "Weights only load failed" in text:
-            names = _unsafe_globals(p) or re.findall(r"Unsupported global: GLOBAL (\S+)", text)
-            names = sorted(set(names), key=lambda n: (n.startswith(("torch.", "builtins.", "collections.")), n))
-            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-            raise InputError(
-                f"refused to unpickle {what} {str(p)!r}: it contains pickled Python objects"
-                f"{f' ({shown})' if shown else ''} and unpickling can run arbitrary code; "
-                "rerun with --trust-pickle if you trust the file"
-            ) from e
-        if isinstance(e, (ModuleNotFoundError, AttributeError)) and trust_pickle:
-            raise InputError(f"{what} {str(p)!r} pickles a class nanprobe cannot import ({_first_line(text)}); "
-                             "run nanprobe where the model's code is importable") from e
-        if isinstance(e, EOFError):
-            raise InputError(f"{what} {str(p)!r} is truncated (it ends in the middle); save it again") from e
-        # The header said torch file, so anything else means the bytes are damaged.
-        raise InputError(f"{what} {str(p)!r} is truncated or corrupt (torch.load: {type(e).__name__}: "
-                         f"{_first_sentence(text)}); save it again or copy it again") from e
-
-
-def _first_sentence(text: str) -> str:
-    line = _first_line(text)
-    return line.split(". ", 1)[0]
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "no detail"
-    return line[:200]
+        return f"{weights} + {how} {self.factory}{' with its config' if self.config else ''}"
 
 
 # ------------------------------------------------------------------------------------------------- callables
@@ -140,9 +105,7 @@ def resolve_callable(spec: str, *, what: str, flag: str) -> Callable[..., Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise InputError(f"{flag} {spec!r} is not MODULE:CALLABLE (for example mypkg.models:build_model)")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
+    import_from_cwd()
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
@@ -165,15 +128,10 @@ def _call_factory(fn: Callable[..., Any], kwargs: Mapping[str, Any], *, what: st
     except Exception as e:
         shown = f" with {sorted(kwargs)}" if kwargs else " with no arguments"
         raise InputError(f"{what} {spec!r} raised {type(e).__name__} when called{shown}: "
-                         f"{_first_line(str(e))}") from e
+                         f"{first_line(str(e))}") from e
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
-
-def _is_state_dict(obj: Any) -> bool:
-    return (isinstance(obj, Mapping) and len(obj) > 0
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
-
 
 def _find_state(ckpt: Any) -> tuple[Any, str]:
     """(state dict or module, where it was found)."""
@@ -184,9 +142,9 @@ def _find_state(ckpt: Any) -> tuple[Any, str]:
                          f"{' / '.join(STATE_DICT_KEYS)}, a bare state dict, or (with --trust-pickle) an nn.Module")
     for key in STATE_DICT_KEYS:
         value = ckpt.get(key)
-        if isinstance(value, nn.Module) or _is_state_dict(value):
+        if isinstance(value, nn.Module) or is_state_dict(value):
             return value, key
-    if _is_state_dict(ckpt):
+    if is_state_dict(ckpt):
         return ckpt, "<bare>"
     keys = ", ".join(sorted(str(k) for k in ckpt)[:8])
     raise InputError(f"the checkpoint has no state dict: none of {', '.join(STATE_DICT_KEYS)} holds tensors "
@@ -197,36 +155,26 @@ def _plain_dict(value: Any) -> dict[str, Any] | None:
     return dict(value) if isinstance(value, Mapping) else None
 
 
-def _strip_prefix(state: Mapping[str, torch.Tensor], model: nn.Module) -> Mapping[str, torch.Tensor]:
-    """A DDP/compiled checkpoint's ``module.``/``_orig_mod.`` prefix, when the model has none."""
-    own = set(model.state_dict())
-    for prefix in ("module.", "_orig_mod."):
-        if state and all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in own):
-            return {k[len(prefix):]: v for k, v in state.items()}
-    return state
+def _check_keys(missing: list[str], unexpected: list[str], model: nn.Module, source: str, hint: str) -> list[str]:
+    """The tolerated differences (``num_batches_tracked``, keys a transformers model declares harmless); any other
+    missing or unexpected key is an InputError."""
+    ignore_missing, ignore_unexpected = ignored_key_patterns(model)
 
+    def tolerated(key: str, patterns: list[str]) -> bool:
+        return key.endswith("num_batches_tracked") or any(re.search(p, key) for p in patterns)
 
-def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> list[str]:
-    state = _strip_prefix(state, model)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
-        detail = f"size mismatch for {', '.join(sizes[:_SHOWN_KEYS])}" if sizes else _first_line(str(e))
-        raise InputError(f"the state dict does not fit the model built by {source}: {detail}; "
-                         "check the model config (the checkpoint's 'config' dict is passed to it)") from e
-    tolerated = [k for k in [*result.missing_keys, *result.unexpected_keys] if k.endswith("num_batches_tracked")]
-    missing = [k for k in result.missing_keys if k not in tolerated]
-    unexpected = [k for k in result.unexpected_keys if k not in tolerated]
+    ignored = [k for k in missing if tolerated(k, ignore_missing)]
+    ignored += [k for k in unexpected if tolerated(k, ignore_unexpected)]
+    missing = [k for k in missing if k not in ignored]
+    unexpected = [k for k in unexpected if k not in ignored]
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"missing keys {_list(missing)}")
         if unexpected:
             parts.append(f"unexpected keys {_list(unexpected)}")
-        raise InputError(f"the state dict does not match the model built by {source}: {'; '.join(parts)}; "
-                         "check --model and the checkpoint's config")
-    return tolerated
+        raise InputError(f"the state dict does not match the model built by {source}: {'; '.join(parts)}; {hint}")
+    return ignored
 
 
 def _list(keys: list[str]) -> str:
@@ -234,49 +182,107 @@ def _list(keys: list[str]) -> str:
     return f"[{shown}{f', ... (+{len(keys) - _SHOWN_KEYS} more)' if len(keys) > _SHOWN_KEYS else ''}]"
 
 
+def _factory_model(fn: Callable[..., Any], config: Mapping[str, Any], spec: str) -> nn.Module:
+    model = _call_factory(fn, config, what="model factory", spec=spec)
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model factory {spec!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _transformers_model(build: Callable[[], nn.Module], name: str) -> nn.Module:
+    try:
+        return build()
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"building the model with {name} raised {type(e).__name__}: {first_line(str(e))}; "
+                         "check the checkpoint's config") from e
+
+
+def _builder(path: str | Path, data: CheckpointData, *, factory: str | None, from_flag: bool,
+             config: dict[str, Any] | None, where: str) -> tuple[Callable[[], nn.Module], str]:
+    """How to build the model, and what builds it: the factory (--model or recorded), else transformers from the
+    checkpoint's config.json or transformers config."""
+    if factory:
+        fn = resolve_callable(factory, what="model factory", flag="--model" if from_flag else
+                              "the checkpoint's nanprobe.factory")
+        if is_pretrained_class(fn):
+            return partial(_transformers_model, builder_for_class(fn, config, spec=factory), factory), factory
+        return partial(_factory_model, fn, config or {}, factory), factory
+    if config is not None and (data.config_json is not None or is_transformers_config(config)):
+        source = f"{CONFIG_FILE} of {str(path)!r}" if data.config_json is not None else f"the config of {str(path)!r}"
+        build, name = builder_from_config(config, where=source)
+        return partial(_transformers_model, build, name), name
+    if data.weights.layout == "pretrained":
+        raise InputError(f"checkpoint {str(path)!r} holds {data.weights.format} weights with no {CONFIG_FILE} beside "
+                         "them, so nanprobe cannot tell how to build the model; pass --model MODULE:CALLABLE, or "
+                         f"put the model's {CONFIG_FILE} (save_pretrained writes it) beside them")
+    raise InputError(f"checkpoint {str(path)!r} holds a state dict (under {where}) but does not say how to build the "
+                     "model; pass --model MODULE:CALLABLE (called with **checkpoint['config'])")
+
+
+def _build_and_load(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor],
+                    factory: str) -> tuple[nn.Module, list[str], str]:
+    source = repr(factory)
+    try:
+        fitted = fit(build, state)
+    except RuntimeError as e:
+        sizes = re.findall(r"size mismatch for ([\w.]+)", str(e))
+        detail = f"size mismatch for {', '.join(sizes[:_SHOWN_KEYS])}" if sizes else first_line(str(e))
+        raise InputError(f"the state dict does not fit the model built by {source}: {detail}; "
+                         "check the model config (the checkpoint's 'config' dict is passed to it)") from e
+    hint = ("the config names no model class this transformers has, so its base model was built; pass --model "
+            "transformers:CLASS naming the checkpoint's class" if factory == AUTO_MODEL
+            else "check --model and the checkpoint's config")
+    ignored = _check_keys(fitted.missing, fitted.unexpected, fitted.model, source, hint)
+    return fitted.model, ignored, fitted.how
+
+
 def load_checkpoint(path: str | Path, *, model_spec: str | None = None, trust_pickle: bool = False,
                     device: torch.device | str = "cpu") -> Loaded:
     """Build the model a checkpoint describes and load its weights (see the contract and the checkpoint
-    convention in nanprobe's README). ``model_spec`` (``--model``) overrides a recorded factory."""
-    ckpt = read_torch_file(path, trust_pickle=trust_pickle)
+    convention in nanprobe's README). ``model_spec`` (``--model``) overrides a recorded factory. The weights are
+    memory-mapped and, where provably the same, taken over by the model rather than copied (``Loaded.mapped``)."""
+    data = read_checkpoint(path, trust_pickle=trust_pickle)
+    ckpt = data.obj
     meta = _plain_dict(ckpt.get("nanprobe")) if isinstance(ckpt, Mapping) else None
     meta = meta or {}
     version = meta.get("format", 1)
     if isinstance(version, int) and version > CHECKPOINT_FORMAT:
         raise InputError(f"checkpoint {str(path)!r} uses nanprobe checkpoint format {version}, newer than the "
                          f"{CHECKPOINT_FORMAT} this nanprobe reads; upgrade nanprobe")
-    config = _plain_dict(ckpt.get("config")) if isinstance(ckpt, Mapping) else None
+    config = data.config_json
+    run_config = _plain_dict(meta.get("run_config"))
+    if isinstance(ckpt, Mapping):
+        config = config if config is not None else _plain_dict(ckpt.get("config"))
+        run_config = run_config if run_config is not None else _plain_dict(ckpt.get("run_config"))
     state, where = _find_state(ckpt)
     factory = model_spec or meta.get("factory")
     tolerated: list[str] = []
+    mapped = data.weights.format == "safetensors" or all(is_zip(f) for f in data.weights.files)
     if isinstance(state, nn.Module):
         model, kind = state, "module"
         if model_spec:
             raise InputError("the checkpoint is a whole pickled nn.Module; --model is not needed, drop it")
     else:
-        if not factory:
-            raise InputError(f"checkpoint {str(path)!r} holds a state dict (under {where}) but does not say how to "
-                             "build the model; pass --model MODULE:CALLABLE (called with **checkpoint['config'])")
-        flag = "--model" if model_spec else "the checkpoint's nanprobe.factory"
-        fn = resolve_callable(str(factory), what="model factory", flag=flag)
-        model = _call_factory(fn, config or {}, what="model factory", spec=str(factory))
-        if not isinstance(model, nn.Module):
-            raise InputError(f"model factory {factory!r} returned a {type(model).__name__}, not an nn.Module")
-        tolerated = _load_state(model, state, repr(str(factory)))
-        kind = "nanprobe" if meta else "state_dict"
-    run_config = _plain_dict(meta.get("run_config"))
-    if run_config is None and isinstance(ckpt, Mapping):
-        run_config = _plain_dict(ckpt.get("run_config"))
+        kind = ("nanprobe" if meta else "state_dict") if factory else "transformers"
+        build, factory = _builder(path, data, factory=str(factory) if factory else None, from_flag=bool(model_spec),
+                                  config=config, where=where)
+        model, tolerated, how = _build_and_load(build, state, factory)
+        mapped = mapped and how != "copy"
+    fmt = data.weights.format
+    del ckpt, state, data  # the model holds what it needs of the checkpoint; the rest is released here
     mode = meta.get("mode")
     if mode is not None and mode not in ("eval", "train"):
         mode = None
-    data = _plain_dict(meta.get("data"))
+    data_spec = _plain_dict(meta.get("data"))
     try:
         model.to(device)
     except (RuntimeError, AssertionError) as e:
-        raise InputError(f"cannot move the model to device {str(device)!r}: {_first_line(str(e))}") from e
+        raise InputError(f"cannot move the model to device {str(device)!r}: {first_line(str(e))}") from e
     return Loaded(model=model, path=Path(path), kind=kind, factory=str(factory) if factory else None,
-                  config=config, run_config=run_config, data_spec=data, mode=mode, ignored_keys=tolerated)
+                  config=config, run_config=run_config, data_spec=data_spec, mode=mode, ignored_keys=tolerated,
+                  format=fmt, mapped=mapped)
 
 
 # ---------------------------------------------------------------------------------------------------- batches
@@ -316,7 +322,7 @@ def batches_from_factory(spec: str, kwargs: Mapping[str, Any] | None = None, *, 
         batches = list(itertools.islice(produced, limit))
     except Exception as e:
         raise InputError(f"iterating the batches of data factory {spec!r} raised {type(e).__name__}: "
-                         f"{_first_line(str(e))}") from e
+                         f"{first_line(str(e))}") from e
     if not batches:
         raise InputError(f"data factory {spec!r} produced no batches")
     return batches
@@ -388,7 +394,7 @@ def parse_device(text: str) -> torch.device:
         try:
             torch.empty(0, device=device)
         except Exception as e:
-            raise InputError(f"device {text!r} is not usable here: {_first_line(str(e))}") from e
+            raise InputError(f"device {text!r} is not usable here: {first_line(str(e))}") from e
     return device
 
 
@@ -396,7 +402,7 @@ def parse_device(text: str) -> torch.device:
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
     """``--config FILE``: a YAML or JSON mapping (the run config the config audit compares with the model)."""
-    p = _check_readable(path, "config file")
+    p = check_readable(path, "config file")
     text = p.read_text(encoding="utf-8", errors="replace")
     try:
         if p.suffix.lower() == ".json":
@@ -407,7 +413,7 @@ def load_run_config(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except Exception as e:
         raise InputError(f"config file {str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
-                         f"{_first_line(str(e))}") from e
+                         f"{first_line(str(e))}") from e
     if not isinstance(data, Mapping):
         raise InputError(f"config file {str(p)!r} holds a {type(data).__name__}; expected a mapping of settings")
     return dict(data)

@@ -1,0 +1,1 @@
+"""Glue for other frameworks, one module each; every one imports its framework lazily."""
