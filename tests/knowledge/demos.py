@@ -55,6 +55,15 @@ def _mha(x: torch.Tensor) -> torch.Tensor:
         return mha(x, x, x, key_padding_mask=padding, need_weights=False)[0]
 
 
+def _mha_slow(x: torch.Tensor, need_weights: bool = False) -> torch.Tensor:
+    """MultiheadAttention with grad enabled (off the fast path), every key of sample 1 masked."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    padding = torch.zeros(3, 4, dtype=torch.bool)
+    padding[1] = True
+    return mha(x, x, x, key_padding_mask=padding, need_weights=need_weights)[0]
+
+
 def _encoder_layer(x: torch.Tensor) -> torch.Tensor:
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0).eval()
@@ -312,6 +321,7 @@ FINITE: dict[tuple[str, str], Demo] = {
     ("std", "note"): Demo(lambda x: x.std(-1), (T([[1e30, -1e30]]),)),
     ("prod", "note"): Demo(lambda x: x.prod(), (T([2.0, 0.0, 0.0, 3.0]),)),
     ("cumprod", "note"): Demo(lambda x: x.cumprod(0), (T([2.0, 0.0, 3.0, 0.0]),)),
+    ("_native_multi_head_attention", "note"): Demo(_mha_slow, (torch.randn(3, 4, 8),)),
     ("native_batch_norm", "note"): Demo(lambda x: F.batch_norm(x, None, None, training=True),
                                         (torch.randn(8, 4) * 1e30,)),
     ("native_layer_norm", "note"): Demo(lambda x: F.layer_norm(x, (4,)), (T([[3e4, -3e4, 1.0, 2.0]], dtype=H),)),
@@ -338,7 +348,14 @@ FINITE: dict[tuple[str, str], Demo] = {
     ("AdaptiveLogSoftmaxWithLoss", "note"): Demo(_adaptive, (torch.randn(3, 5) * 1e3, T([1, 6, 9]))),
 }
 
-# Notes whose claim is not about finiteness (pinned elsewhere or by an error test).
+# Claims in notes that something is non-finite: (entry name, what) -> Demo whose forward must be non-finite.
+NONFINITE: dict[tuple[str, str], Demo] = {
+    ("_native_multi_head_attention", "need_weights=True"): Demo(lambda x: _mha_slow(x, need_weights=True),
+                                                                (torch.randn(3, 4, 8),)),
+    ("log_sigmoid_forward", "log(sigmoid(x))"): Demo(lambda x: torch.log(torch.sigmoid(x)), (T([-89.0, 0.0]),)),
+}
+
+# Notes whose claim is that torch raises.
 RAISES: dict[tuple[str, str], Demo] = {
     ("native_batch_norm", "eps=0 in training"): Demo(lambda x: F.batch_norm(x, None, None, training=True, eps=0.0),
                                                      (torch.ones(3, 4),)),

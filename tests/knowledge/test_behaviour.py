@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nanprobe.knowledge import Entry, load_table
-from tests.knowledge.demos import DEMOS, FINITE, RAISES
+from tests.knowledge.demos import DEMOS, FINITE, NONFINITE, RAISES
 from tests.knowledge.harness import check_fires, execute, kinds
 
 TABLE = load_table()
@@ -75,3 +75,10 @@ def test_torch_keeps_it_finite(name: str, what: str) -> None:
 def test_notes_about_errors_hold(name: str, what: str) -> None:
     assert any(e.name == name for e in TABLE)
     assert execute(RAISES[(name, what)]).forward_error is not None
+
+
+@pytest.mark.parametrize(("name", "what"), sorted(NONFINITE), ids=[f"{n}:{w}" for n, w in sorted(NONFINITE)])
+def test_notes_about_nonfinite_values_hold(name: str, what: str) -> None:
+    assert any(e.name == name for e in TABLE)
+    run = execute(NONFINITE[(name, what)])
+    assert run.forward_error is None and kinds(run.forward), f"{name} ({what}): finite"
