@@ -5,6 +5,9 @@ conditions, checks that test a condition on an op's actual arguments, and lookup
     for condition in entry.conditions_for("backward"):
         if condition.check and run_check(condition.check, "aten.sqrt", args):
             print(condition.cause, condition.fix_text(where="sqrt in encoder", who="sample 2"))
+
+May import: only torch, PyYAML and ``nanprobe.kinds``/``errors``. Imported by: the diagnosis (its verdict),
+the docs generator.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nanprobe.batches import batch_size, call_model, select_samples
-from nanprobe.sentinel import backward_target
+from nanprobe.execution import backward_target
 from tests.zoo.cases import Case
 
 
