@@ -93,6 +93,22 @@ def _origin(report: Mapping[str, Any]) -> RenderableType | None:
     return Group(_heading("Where it starts"), grid)
 
 
+def _root(report: Mapping[str, Any]) -> RenderableType | None:
+    """``verdict.root``: where to fix it, when that is upstream of where the value first went non-finite."""
+    root = (report.get("verdict") or {}).get("root")
+    if not root:
+        return None
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for label in ("module", "parameter", "step"):
+        if root.get(label) is not None:
+            grid.add_row(label, Text(str(root[label]), style="bold" if label != "step" else ""))
+    if root.get("evidence"):
+        grid.add_row("why", Text(str(root["evidence"])))
+    return Group(_heading("Where to fix it (root)"), grid)
+
+
 def _layers(report: Mapping[str, Any]) -> RenderableType | None:
     layers = list(report.get("layers") or [])
     if not layers:
@@ -223,7 +239,7 @@ def render_diagnosis(report: Mapping[str, Any] | Any) -> RenderableType:
     """The terminal report: verdict first, then where it starts and the layers around it, the replays, the
     failing samples, the config audit, the fix. Accepts a ``Diagnosis`` or its ``to_dict()``."""
     data = _as_dict(report)
-    sections = [_verdict(data), _origin(data), _layers(data), _replay(data), _sample_details(data),
+    sections = [_verdict(data), _origin(data), _root(data), _layers(data), _replay(data), _sample_details(data),
                 _audit(data), _extras(data), _fix(data)]
     parts: list[RenderableType] = []
     for section in sections:

@@ -4,7 +4,9 @@ buffers, optimizer state and a GradScaler, ranked by how likely each is the culp
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,7 +15,7 @@ from torch import nn
 
 from nanprobe.report import to_plain
 
-__all__ = ["Finding", "ScanResult", "scan_checkpoint"]
+__all__ = ["Finding", "Outlier", "ScanResult", "peer_outliers", "scan_checkpoint"]
 
 _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
 _OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer", "optim", "optimizer_state")
@@ -22,6 +24,9 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 _FP16_MAX = 65504.0
 _EXTREME = 1e4  # |value| above this in a parameter is unusual, and overflows fp16 once multiplied a little
 _TINY_SCALE = 1e-3  # a GradScaler scale this small means overflow after overflow
+_PEER_RATIO = 100.0  # |max| this many times its peers' median: the tensor stands out
+_LONE_RATIO = 1e4  # without peers (a unique name), against every parameter of the same rank
+_OUTLIER_FLOOR = 10.0  # a weight whose |max| is below this does not make activations explode
 
 
 @dataclass
@@ -207,6 +212,15 @@ class _Walker:
             st = _stats(value)
             if st is not None:
                 self.add(_judge_weight(location, f"{prefix}{key}", value, st))
+        tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        flagged = {f.name for f in self.findings}
+        for out in peer_outliers(tensors.items()):
+            name = f"{prefix}{out.name}"
+            st = _stats(tensors[out.name])
+            if name not in flagged and st is not None:
+                score = min(0.8, 0.4 + 0.05 * math.log10(out.ratio))
+                self.add(_finding("parameter", name, tensors[out.name], st, score,
+                                  f"stands out from its peers: {out.describe()}"))
 
     def optimizer(self, opt: Mapping[str, Any], prefix: str) -> None:
         names = _param_names(opt)
@@ -275,6 +289,68 @@ def _param_names(opt: Mapping[str, Any]) -> dict[Any, str]:
         if isinstance(group, Mapping) and isinstance(group.get("param_names"), list):
             names.update(zip(group.get("params", []), group["param_names"]))
     return names
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """A finite weight whose magnitude stands out from its peers (the same name in the other blocks,
+    ``h.*.mlp.c_fc.weight``; or, for a unique name, every weight of the same rank)."""
+
+    name: str
+    absmax: float
+    peer_median: float
+    peers: int
+    pattern: str
+
+    @property
+    def ratio(self) -> float:
+        return self.absmax / self.peer_median if self.peer_median > 0 else math.inf
+
+    def describe(self) -> str:
+        return (f"{self.name} |max| {self.absmax:.3g} is {self.ratio:.2g} times its {self.peers} peers' "
+                f"({self.pattern}, median |max| {self.peer_median:.3g})")
+
+
+def _pattern(name: str) -> str:
+    """``h.6.mlp.c_fc.weight`` -> ``h.*.mlp.c_fc.weight``: the name shared by the same tensor in every block."""
+    return re.sub(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)", "*", name)
+
+
+def peer_outliers(named: Iterable[tuple[str, torch.Tensor]]) -> list[Outlier]:
+    """Finite floating tensors whose |max| is at least 100 times the median of their peers' (the tensors
+    with the same name pattern and shape), or, for tensors without peers, 10,000 times the median of every
+    tensor of the same rank; never below |max| 10, and a comparison needs two peers with a non-zero median.
+    Largest ratio first. One small read-back per tensor."""
+    sizes: list[tuple[str, str, tuple[int, ...], float]] = []
+    for name, t in named:
+        if not t.is_floating_point() or t.numel() == 0 or t.dim() == 0:
+            continue
+        absmax = float(t.detach().abs().amax())
+        if math.isfinite(absmax):
+            sizes.append((name, _pattern(name), tuple(t.shape), absmax))
+    groups: dict[tuple[str, tuple[int, ...]], list[float]] = {}
+    ranks: dict[int, list[float]] = {}
+    for _, pattern, shape, absmax in sizes:
+        groups.setdefault((pattern, shape), []).append(absmax)
+        ranks.setdefault(len(shape), []).append(absmax)
+    found: list[Outlier] = []
+    for name, pattern, shape, absmax in sizes:
+        if absmax < _OUTLIER_FLOOR:
+            continue
+        peers = list(groups[(pattern, shape)])
+        peers.remove(absmax)
+        if len(peers) >= 2 and statistics.median(peers) > 0:
+            median, ratio, label = statistics.median(peers), _PEER_RATIO, pattern
+        else:
+            others = list(ranks[len(shape)])
+            others.remove(absmax)
+            if len(others) < 2 or statistics.median(others) <= 0:
+                continue
+            peers, median, ratio = others, statistics.median(others), _LONE_RATIO
+            label = f"every {len(shape)}-d weight"
+        if absmax >= ratio * max(median, 1e-30):
+            found.append(Outlier(name, absmax, median, len(peers), label))
+    return sorted(found, key=lambda o: -o.ratio)
 
 
 def scan_checkpoint(obj: Any) -> ScanResult:

@@ -1,4 +1,6 @@
-"""Which samples of a failing batch make it fail: verify the candidate rows, then group-test by halving."""
+"""Which samples of a failing batch make it fail: verify the candidate rows (and that the others are finite),
+then group-test: split every failing group in two and keep the halves that still fail on their own, while
+the pass budget lasts. What is left is the smallest set the replays showed to reproduce the failure alone."""
 
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ class SampleSearch:
     """Outcome of the sample search."""
 
     failing: list[int] = field(default_factory=list)  # samples that make the batch fail
-    minimal: list[int] = field(default_factory=list)  # smallest set verified to fail on its own
+    minimal: list[int] = field(default_factory=list)  # smallest set shown to fail on its own
     independent: bool | None = None  # do the failing samples fail regardless of the rest of the batch?
     composition: bool = False  # the failure needs other samples of the batch (batch statistics)
-    alone: dict[int, bool] = field(default_factory=dict)  # sample -> fails alone (batch of one)
+    alone: dict[int, bool] = field(default_factory=dict)  # sample -> fails alone (a batch of one), when tried
+    together: list[list[int]] = field(default_factory=list)  # groups that fail, though neither half does
     evidence: list[str] = field(default_factory=list)
     replay: list[ReplayEntry] = field(default_factory=list)
 
@@ -91,25 +94,32 @@ def _search(run: Run, batch: Any, candidates: Sequence[int], *, budget: int, kin
         else:
             out.composition = True
             out.failing = cands
+            return out
     if known is None:
         known = everyone
         if not out.failing:
             out.failing = everyone
-    # Halve the known failing set down to a minimal one while the budget lasts.
-    current = known
-    while len(current) > 1 and budget - spent >= 2 and not (stop is not None and stop()):
-        half = len(current) // 2
-        left, right = current[:half], current[half:]
-        if test(left, f"samples {_fmt(left)} only"):
-            current = left
-        elif test(right, f"samples {_fmt(right)} only"):
-            current = right
-        else:
-            out.composition = out.composition or current == everyone
-            break
-    if len(current) == 1:
-        out.alone[current[0]] = True
-    out.minimal = current
+    # Split failing groups; keep each half that fails on its own (both halves cost a pass each).
+    groups, settled = [known], []
+    while groups and budget - spent >= 2 and not (stop is not None and stop()):
+        group = groups.pop(0)
+        if len(group) == 1:
+            settled.append(group)
+            continue
+        half = len(group) // 2
+        left, right = group[:half], group[half:]
+        left_fails = test(left, f"samples {_fmt(left)} only")
+        right_fails = test(right, f"samples {_fmt(right)} only")
+        for part, fails in ((left, left_fails), (right, right_fails)):
+            if len(part) == 1:
+                out.alone[part[0]] = fails
+            if fails:
+                groups.append(part)
+        if not left_fails and not right_fails:
+            out.together.append(group)
+            settled.append(group)
+    out.minimal = sorted({i for g in settled + groups for i in g})
+    out.composition = out.composition or (known == everyone and [known] == out.together)
     return out
 
 

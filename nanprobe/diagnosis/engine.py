@@ -14,18 +14,20 @@ from torch import nn
 from nanprobe.batches import batch_size, select_samples
 from nanprobe.diagnosis.audit import audit_config
 from nanprobe.diagnosis.bisect import SampleSearch, concat_batches, find_samples
-from nanprobe.diagnosis.flow import Flow, storage_key, trace_back
+from nanprobe.diagnosis.flow import Flow, OpEvent, storage_key, trace_back
 from nanprobe.diagnosis.instrument import HookedRun, module_hooks
 from nanprobe.diagnosis.layers import assign_layer_roles
 from nanprobe.diagnosis.localize import Localizer
 from nanprobe.diagnosis.origin import origin_record
 from nanprobe.diagnosis.replay import Replay, dropout_sites, model_dtypes, plan_replays
+from nanprobe.diagnosis.root import find_root
 from nanprobe.diagnosis.samples import describe_samples, masked_positions
-from nanprobe.diagnosis.verdict import Facts, decide
+from nanprobe.diagnosis.verdict import Facts, Measured, decide
 from nanprobe.errors import InputError, ModelRaised
 from nanprobe.execution import Execution, Executor, Mode, OutOfTime, parse_mode
-from nanprobe.kinds import nonfinite_tensors
-from nanprobe.report import LatentEntry, ReplayEntry, Report
+from nanprobe.kinds import nonfinite_tensors, tensor_kinds
+from nanprobe.knowledge import entry_for_loss, entry_for_op, loss_for_op, run_check
+from nanprobe.report import INPUT, LatentEntry, ReplayEntry, Report
 from nanprobe.rng import RNGState, forked_rng
 from nanprobe.sentinel import check_finite, tensor_leaves
 
@@ -255,8 +257,41 @@ class _Diagnoser:
         origin = flow.origin
         d.latent = _latent(flow)
         facts.latent = d.latent
-        d.layers = assign_layer_roles(loc.rows, loc.parents, origin.call if origin is not None else None)
+        facts.leaf_unknown = flow.unknown_start
+        params = dict([*self.model.named_parameters(), *self.model.named_buffers()])
+        facts.bad_param_shapes = {n: tuple(params[n].shape) for n in facts.bad_params if n in params}
+        origin_call = origin.call if origin is not None else None
+        if facts.leaf is not None and facts.leaf != INPUT:  # a parameter: the origin is its module's first call
+            owner = d.first_nonfinite.module
+            origin_call = next((r.index for r in loc.rows if r.module == owner), origin_call)
+        if origin is not None:
+            self._measure(loc, origin, facts)
+        facts.root = find_root(loc.rows, loc.parents, origin_call, self.model)
+        d.layers = assign_layer_roles(loc.rows, loc.parents, origin_call)
         return facts
+
+    def _measure(self, loc: Localizer, origin: OpEvent, facts: Facts) -> None:
+        """Test the knowledge table's conditions for the producing op (and the loss it belongs to) on the op's
+        actual inputs."""
+        call = loc.op_calls.get(origin.index)
+        loss = entry_for_loss(facts.module_type) if facts.module_type else None
+        op_entry = entry_for_op(origin.op) if origin.op else None
+        facts.entry = loss or op_entry
+        if call is None:
+            return
+        floats = [t for t in call.floats() if t.numel()]
+        finite = [float(t.abs().nan_to_num(0.0, 0.0, 0.0).amax()) for t in floats]
+        facts.input_absmax = max(finite, default=None)
+        facts.nonfinite_input_shapes = [tuple(t.shape) for t in floats if tensor_kinds(t)]
+        entries = [e for e in (loss, op_entry) if e is not None]
+        entries += [e for e in loss_for_op(call.op) if e not in entries]  # a loss called as a function
+        for entry in entries:
+            # an entry lists its conditions most specific first: the first that holds is the one measured
+            for condition in entry.conditions_for(facts.phase):
+                found = run_check(condition.check, call.op, call.args, call.kwargs) if condition.check else None
+                if found is not None:
+                    facts.measured.append(Measured(entry.name, condition, found))
+                    break
 
     # ------------------------------------------------------------------ budgets
     def _out_of_time(self, what: str) -> bool:
@@ -355,10 +390,17 @@ class _Diagnoser:
                               stop=lambda: self._out_of_time("the sample bisection"))
         self.diag.replay.extend(search.replay)
         facts.evidence.extend(search.evidence)
+        facts.singles_tried = bool(search.alone)
         if search.composition:
             facts.composition = True
-        if search.independent and facts.samples != search.failing and search.failing:
-            facts.samples = search.failing
+            facts.evidence.append("no subset of the failing rows reproduces it on its own: it needs the rest of "
+                                  "the batch")
+        proven = search.minimal if search.minimal and (search.independent or set(search.minimal) < set(cands)
+                                                      or not cands) else None
+        if proven and proven != facts.samples:
+            facts.samples = list(proven)
+        if self.diag.first_nonfinite is not None and proven:
+            self.diag.first_nonfinite.samples = list(proven)
         return search
 
     def _batch_sizes(self, index: int, batch: Any, rng: RNGState, search: SampleSearch | None,

@@ -66,19 +66,52 @@ class Flow:
     leaf: str | None = None  # "<input>" or a parameter/buffer name, when the chain starts outside any op
     chain: set[int] = field(default_factory=set)
     latent: list[OpEvent] = field(default_factory=list)
+    unknown_start: bool = False
+    """The origin op read a value that was already non-finite but made outside every op seen (e.g. a weight
+    cast by autocast before the localization run started)."""
+
+
+# Ops that write -inf on purpose when asked to (a mask): masked_fill(x, m, -inf), where(m, x, -inf), full(-inf).
+_MASK_FILLS = ("masked_fill", "where", "full", "full_like", "new_full", "fill", "index_fill", "masked_scatter")
+
+
+def _base(op: str) -> str:
+    return op.removeprefix("aten.").split(".")[0].rstrip("_")
+
+
+def _intentional(events: list[OpEvent], writers: dict[Any, list[int]]) -> set[int]:
+    """Positions of events whose output is an intentional mask: only -inf, written by a mask fill from finite
+    inputs, or made from such masks alone (a softmax/log_softmax over them, a triu, an add to the scores).
+    Their -inf is the mask's, not a failure."""
+    found: set[int] = set()
+    for pos, e in enumerate(events):
+        if not e.out_kinds or any(k != NEGINF for k in e.out_kinds):
+            continue
+        if not e.in_kinds:
+            if _base(e.op) in _MASK_FILLS:
+                found.add(pos)
+            continue
+        sources = [max((p for p in writers.get(k, []) if p < pos), default=None) for k in e.in_keys]
+        if all(src is not None and src in found for src in sources):
+            found.add(pos)
+    return found
 
 
 def trace_back(events: list[OpEvent], final_keys: list[Any], *, param_keys: dict[Any, str],
                input_keys: set[Any], phase: str = "forward") -> Flow:
     """Walk from the storages of the non-finite final values back through the ops that wrote them to the
-    earliest producer on the chain (or to the input/parameter already carrying the value)."""
+    earliest producer on the chain (or to the input/parameter already carrying the value). An op that turns
+    intentional ``-inf`` masks into NaN or +Inf (``0 * -inf`` in a loss) is the producer: the masks are not
+    the failure."""
     everything = events
     events = [e for e in events if e.phase == phase] if phase == "backward" else events
     writers: dict[Any, list[int]] = {}
     for pos, e in enumerate(events):
         for k in e.out_keys:
             writers.setdefault(k, []).append(pos)
+    masks = _intentional(events, writers)
     producers: set[int] = set()
+    introduced: set[int] = set()
     leaves: list[str] = []
     chain: set[int] = set()
     seen: set[tuple[Any, int]] = set()
@@ -97,11 +130,14 @@ def trace_back(events: list[OpEvent], final_keys: list[Any], *, param_keys: dict
                 leaves.append(param_keys[key])
             elif before < len(events):  # a constant made outside any op: its first consumer introduced it
                 producers.add(before)
+                introduced.add(before)
             continue
         pos = earlier[-1]
         chain.add(pos)
         e = events[pos]
-        if e.producer:
+        sources = [max((p for p in writers.get(k, []) if p < pos), default=None) for k in e.in_keys]
+        from_masks = bool(sources) and all(src is not None and src in masks for src in sources)
+        if e.producer or (from_masks and pos not in masks):
             producers.add(pos)
             continue
         todo.extend((k, pos) for k, kinds in zip(e.in_keys, e.in_kinds)
@@ -113,6 +149,7 @@ def trace_back(events: list[OpEvent], final_keys: list[Any], *, param_keys: dict
         flow.leaf = sorted(leaves)[0]
     if producers:
         flow.origin = events[min(producers)]
+        flow.unknown_start = min(producers) in introduced
     elif flow.leaf is None and final_keys:
         flow.origin = _kind_aware(events)
     flow.latent = [e for e in everything if e.producer and e.phase == "forward"

@@ -20,6 +20,7 @@ from nanprobe._hooks import remove_handle
 from nanprobe.diagnosis.flow import OpEvent, storage_key
 from nanprobe.diagnosis.masks import fully_masked, is_mask_consumer
 from nanprobe.kinds import FINITE, Kind, tensor_kinds
+from nanprobe.knowledge import OpCall
 from nanprobe.report import LayerRow
 from nanprobe.sentinel import tensor_leaves
 from nanprobe.stats import tensor_stats
@@ -171,7 +172,10 @@ class Localizer:
         self.call_rng: dict[int, torch.Tensor] = {}
         self.call_samples: dict[int, list[int]] = {}
         self.backward = backward
-        self._keep: list[Any] = []
+        self._absmax: dict[Any, float | None] = {}  # storage -> |max| of the output last written there
+        self.op_calls: dict[int, OpCall] = {}
+        """Event index -> the arguments of the first producing ops (forward: as called; backward: the autograd
+        node's saved tensors), so the knowledge checks can test their conditions on the real values."""
         self._input_grad_fns: dict[int, set[Any]] = {}
 
     # ---------------------------------------------------------------- lifecycle
@@ -223,11 +227,36 @@ class Localizer:
         if name is None:
             name = f"<{type(module).__name__}>"
         row = LayerRow(index=len(self.rows), module=name, module_type=type(module).__name__)
+        row.in_absmax = self._input_absmax(args)
         self.rows.append(row)
         self.parents.append(self.stack[-1].index if self.stack else None)
         self.stack.append(row)
         if self.backward and torch.is_grad_enabled():
             self._input_grad_fns[row.index] = {t.grad_fn for t in _flat_tensors(args) if t.grad_fn is not None}
+
+    def _input_absmax(self, args: tuple[Any, ...]) -> float | None:
+        """The largest finite |value| among a call's floating inputs: looked up from the outputs already
+        measured (by storage), measured only for inputs no call produced (the batch)."""
+        found: float | None = None
+        was = self.suspended
+        self.suspended = True
+        try:
+            for t in _flat_tensors(args):
+                if not t.is_floating_point() or t.is_nested or t.numel() == 0:
+                    continue
+                key = storage_key(t)
+                value = self._absmax.get(key)
+                if value is None:
+                    with _disable_current_modes():
+                        value = tensor_stats(t.detach()).absmax
+                    self._absmax[key] = value
+                if value is not None:
+                    found = value if found is None else max(found, value)
+        except RuntimeError:
+            return found
+        finally:
+            self.suspended = was
+        return found
 
     def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if not self.stack:
@@ -241,6 +270,9 @@ class Localizer:
                 stats = _fold_stats(tensors)
             for key, value in stats.items():
                 setattr(row, key, value)
+            for t in tensors:
+                if t.is_floating_point() and not t.is_nested:
+                    self._absmax[storage_key(t)] = row.absmax
             if row.nonfinite:
                 self.call_samples[row.index] = self._rows_of(tensors)
             if self.backward:
@@ -318,7 +350,9 @@ class Localizer:
                 event.source = user_source()
             elif node is not None:
                 event.source = _source_from_trace(node.metadata.get("traceback_"))
-        self._keep.append(out)
+            if len(self.op_calls) < _CAPTURED_CALLS:
+                self.op_calls[event.index] = (OpCall(op, _detached(args), _detached(kwargs)) if node is None
+                                              else _saved_call(event.op, node))
         self.events.append(event)
 
     def _current(self) -> tuple[str, str]:
@@ -339,6 +373,33 @@ class Localizer:
             bad = ~torch.isfinite(t.detach())
             found.update(int(i) for i in bad.reshape(size, -1).any(dim=1).nonzero().flatten().tolist())
         return sorted(found)
+
+
+_CAPTURED_CALLS = 16
+_SAVED = ("_saved_self", "_saved_other", "_saved_exponent", "_saved_result")
+
+
+def _detached(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_detached(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _detached(v) for k, v in obj.items()}
+    return obj
+
+
+def _saved_call(op: str, node: Any) -> OpCall:
+    """A backward node's forward op and the inputs it saved (``self``, ``other``/``exponent``, or the
+    forward ``result`` when that is all it kept), laid out as the forward op's arguments."""
+    values = []
+    for name in _SAVED:
+        try:
+            value = getattr(node, name)
+        except (AttributeError, RuntimeError):  # not saved by this node, or already freed
+            continue
+        values.append(value.detach() if isinstance(value, torch.Tensor) else value)
+    return OpCall(op, tuple(values))
 
 
 def _forward_op(node: str) -> str | None:

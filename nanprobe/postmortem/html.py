@@ -54,8 +54,9 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def layer_plot_png(layers: Sequence[Mapping[str, Any]]) -> bytes | None:
-    """log10 |max| per layer in call order; the origin in red, non-finite layers marked at the top."""
+def layer_plot_png(layers: Sequence[Mapping[str, Any]], root: str | None = None) -> bytes | None:
+    """log10 |max| per layer in call order; the origin in red, the root (the layer where the values exploded)
+    in purple, non-finite layers marked at the top."""
     forward = [r for r in layers if (r.get("phase") or "forward") == "forward"] or list(layers)
     if not forward:
         return None
@@ -76,6 +77,12 @@ def layer_plot_png(layers: Sequence[Mapping[str, Any]]) -> bytes | None:
     top = (max(finite_ys) if finite_ys else 0.0) + 1.0
     if bad:
         ax.scatter(bad, [top] * len(bad), marker="x", color="#e67e22", label="has NaN/Inf", zorder=3)
+    for i, row in enumerate(forward):
+        if root and row.get("module") == root:
+            ax.axvline(i, color="#8e44ad", linewidth=2, linestyle="--", alpha=0.7)
+            ax.scatter([i], [ys[i] if math.isfinite(ys[i]) else top], s=120, color="#8e44ad", marker="D",
+                       label=f"root: {root}", zorder=4)
+            break
     for i in origin:
         ax.axvline(i, color="#c0392b", linewidth=2, alpha=0.6)
         ax.scatter([i], [top], s=120, color="#c0392b", label=f"origin: {forward[i].get('module')}", zorder=4)
@@ -167,7 +174,12 @@ def render_html(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any]], 
     parts.append(_kv([(k, first.get(k)) for k in ("module", "module_type", "phase", "kind", "samples", "op",
                                                   "source")]))
     parts.append("<h2>Per-layer activation range</h2>")
-    parts.append(_plot(layer_plot_png, layers, alt="per-layer activation range"))
+    root = verdict.get("root") or {}
+    if root:
+        parts.insert(-1, "<h2>Where to fix it (root)</h2>" + _kv([(k, root.get(k)) for k in ("module", "parameter",
+                                                                                            "step", "evidence")
+                                                                    if root.get(k) is not None]))
+    parts.append(_plot(layer_plot_png, layers, root.get("module"), alt="per-layer activation range"))
     parts.append("<h2>Loss and gradient norm</h2>")
     parts.append(_plot(history_plot_png, report.get("history") or [], report.get("step"), alt="loss and grad norm"))
     parts.append("<h2>Step</h2>")

@@ -130,6 +130,8 @@ class LayerRow(Record):
     nan: int = 0
     inf: int = 0
     role: Literal["origin", "propagated", "latent"] | None = None
+    in_absmax: float | None = None
+    """The largest finite |value| among the call's floating inputs (what its output range is compared with)."""
 
     @property
     def nonfinite(self) -> bool:
