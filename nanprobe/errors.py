@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["InputError", "ModelRaised", "NanprobeError", "NonFiniteError"]
+__all__ = ["GrowthError", "InputError", "ModelRaised", "NanprobeError", "NonFiniteError"]
 
 
 class NanprobeError(Exception):
@@ -26,3 +26,7 @@ class NonFiniteError(NanprobeError, FloatingPointError):
 class ModelRaised(InputError):
     """The user's model raised on the user's batch (during the control run): a problem with the input, not a
     nanprobe bug. The model's own exception is chained as ``__cause__``."""
+
+
+class GrowthError(NanprobeError, FloatingPointError):
+    """The monitor's early warning with ``on_warning="raise"``: a signal is growing towards overflow."""

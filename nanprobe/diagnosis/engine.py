@@ -14,6 +14,7 @@ from torch import nn
 from nanprobe.batches import batch_size, select_samples
 from nanprobe.diagnosis.audit import audit_config
 from nanprobe.diagnosis.bisect import SampleSearch, concat_batches, find_samples
+from nanprobe.diagnosis.dynamics import Divergence, analyze
 from nanprobe.diagnosis.flow import Flow, OpEvent, storage_key, trace_back
 from nanprobe.diagnosis.instrument import HookedRun, module_hooks
 from nanprobe.diagnosis.layers import assign_layer_roles
@@ -85,6 +86,9 @@ def diagnose(
     repro_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
     time_budget: float | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
+    layer_history: Sequence[Mapping[str, Any]] = (),
+    param_history: Sequence[Mapping[str, Any]] = (),
 ) -> Report:
     """Find which batch goes non-finite, where (module, op, source line, samples) and why (a verdict with
     the evidence of a replay matrix). The model, torch's global switches and the caller's RNG are left
@@ -92,13 +96,18 @@ def diagnose(
 
     ``time_budget`` (seconds, or at least :data:`MIN_DEFERRAL_PASSES` times the failing batch's control run,
     whichever is longer) bounds the work after the control run: localization always runs, and replays and
-    sample bisection that do not fit are skipped and named in ``Report.deferred``."""
+    sample bisection that do not fit are skipped and named in ``Report.deferred``.
+
+    ``history`` (a run's per-step rows: loss, grad_norm, lr, output_absmax, ..., as the monitor keeps them),
+    with ``layer_history``/``param_history``, lets the verdict say whether the failure ends a divergence."""
     run_mode = parse_mode(mode)
     if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or not batches:
         raise InputError("batches must be a non-empty sequence of batches")
     with forked_rng():
-        return _Diagnoser(model, list(batches), run_mode, backward, config, rng_states, replay, repro_dir,
-                          progress, time_budget).run()
+        diagnoser = _Diagnoser(model, list(batches), run_mode, backward, config, rng_states, replay, repro_dir,
+                               progress, time_budget)
+        diagnoser.divergence = analyze(history, layer_history, param_history) if history else None
+        return diagnoser.run()
 
 
 class _Diagnoser:
@@ -109,6 +118,7 @@ class _Diagnoser:
         self.model, self.batches, self.mode, self.backward = model, batches, mode, backward
         self.config, self.rng_states, self.replay, self.repro_dir = config, rng_states, replay, repro_dir
         self.time_budget = time_budget
+        self.divergence: Divergence | None = None
         self.deadline: float | None = None
         self._control_seconds = 0.0
         self.runner = Executor(model, mode=mode, backward=backward, progress=progress)
@@ -147,6 +157,7 @@ class _Diagnoser:
         d.sample_details = describe_samples(batch, failing_rows, self.model, loc.attention)
         facts.masked = masked_positions(loc.attention, failing_rows or sorted({
             s for a in loc.attention for s in a["rows"]}))
+        facts.divergence = self.divergence
         d.verdict = decide(facts)
         if d.first_nonfinite:
             d.verdict.evidence.extend(_buffer_evidence(self.model, d.first_nonfinite.module))

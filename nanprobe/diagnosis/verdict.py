@@ -11,12 +11,13 @@ from typing import Any
 
 import torch
 
+from nanprobe.diagnosis.dynamics import Divergence
 from nanprobe.diagnosis.evidence import DIRECT, MEASURED, OP_FACT, PRIOR, REPLAY, Candidate, choose
 from nanprobe.diagnosis.samples import ranges
 from nanprobe.knowledge import Condition, Entry, Evidence
 from nanprobe.report import INPUT, Root, Verdict, display_name
 
-__all__ = ["Facts", "Measured", "decide"]
+__all__ = ["Facts", "Measured", "decide", "divergence_verdict"]
 
 _FLIPS = {"mode": "the train/eval mode", "fastpath": "the MHA fast path", "grad": "grad mode",
           "sdpa": "the SDPA backend", "autocast": "autocast"}
@@ -70,6 +71,7 @@ class Facts:
     measured: list[Measured] = field(default_factory=list)
     input_absmax: float | None = None  # the producing op's largest finite |input|
     root: Root | None = None
+    divergence: Divergence | None = None  # what the run's history shows (monitor bundles, replays of them)
 
 
 def _fixed(f: Facts, key: str) -> bool:
@@ -287,6 +289,46 @@ def _mode(f: Facts) -> Candidate:
     return c
 
 
+def _divergence(f: Facts) -> Candidate:
+    """The run's history: values that grew exponentially over many steps until they overflowed explain
+    a non-finite parameter, an overflow or a LayerNorm NaN better than the last step alone does."""
+    c = Candidate("training_divergence")
+    div = f.divergence
+    if div is None:
+        return c
+    strength = DIRECT + 5 if div.strength >= 3.0 else MEASURED + 5
+    for growth in div.growths:
+        c.add(strength, growth.describe())
+    if div.loss_scale_falling:
+        c.add(MEASURED, "the loss scale kept falling (the scaler skipped overflowing step after step)")
+    c.summary = (f"the run diverged: {div.growths[0].describe()}; the non-finite value at this step is where "
+                 "that growth ended.")
+    c.fix = div.fix(f.dtype)
+    return c
+
+
+def divergence_root(div: Divergence) -> Root:
+    """``verdict.root`` of a diverged run: the step where growth began, and what grew fastest."""
+    root = Root(step=div.onset, evidence=div.growths[0].describe())
+    if div.fastest:
+        if "." in div.fastest and div.fastest.rsplit(".", 1)[-1] in ("weight", "bias"):
+            root.parameter = div.fastest
+        else:
+            root.module = div.fastest
+        root.evidence = f"{root.evidence}; {div.fastest_evidence}"
+    return root
+
+
+def divergence_verdict(div: Divergence, *, dtype: str | None = None, note: str | None = None) -> Verdict:
+    """The verdict from the history alone, when the failing step cannot be re-created from its batch (e.g.
+    the loss is computed outside the model)."""
+    f = Facts(divergence=div, dtype=dtype)
+    c = _divergence(f)
+    evidence = [f"for training_divergence: {text}" for _, text in c.support] + ([note] if note else [])
+    return Verdict(cause="training_divergence", summary=c.summary, evidence=evidence, fix=c.fix,
+                   root=divergence_root(div))
+
+
 def _unknown(f: Facts) -> Candidate:
     c = Candidate("unknown").add(1, "no candidate had evidence")
     c.summary = f"{_where(f)} produced the first {f.kind.upper() if f.kind == 'nan' else 'Inf'}; no replay changed it."
@@ -295,7 +337,8 @@ def _unknown(f: Facts) -> Candidate:
     return c
 
 
-_CANDIDATES = (_input, _parameter, _masked_attention, _overflow, _domain, _dropout, _batch_size, _mode, _unknown)
+_CANDIDATES = (_input, _parameter, _masked_attention, _overflow, _domain, _dropout, _batch_size, _mode, _divergence,
+               _unknown)
 
 
 def decide(f: Facts) -> Verdict:
@@ -312,5 +355,7 @@ def decide(f: Facts) -> Verdict:
                  if winner.cause != "unknown"]
     evidence += rejected + f.extra_notes + [f"config audit: {m}" for m in f.config_notes[:3]]
     root = f.root if winner.cause == "dtype_overflow" else None
+    if winner.cause == "training_divergence" and f.divergence is not None:
+        root = divergence_root(f.divergence)
     return Verdict(cause=winner.cause, summary=winner.summary, evidence=evidence, fix=winner.fix,  # type: ignore[arg-type]
                    root=root)

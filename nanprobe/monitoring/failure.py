@@ -19,12 +19,15 @@ from typing import Any
 from torch import nn
 
 from nanprobe.diagnosis import diagnose
+from nanprobe.diagnosis.dynamics import analyze
+from nanprobe.diagnosis.verdict import divergence_verdict
 from nanprobe.monitoring.methods import method_adapter
-from nanprobe.monitoring.step import Depth, Detected, Policy
+from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
+from nanprobe.monitoring.warning import EarlyWarning
 from nanprobe.postmortem.assemble import ModelSource, Snapshot, build_report, write_incomplete, write_snapshot
-from nanprobe.report import LayerRow, Report, display_name
+from nanprobe.report import LayerRow, Report, WarningInfo, display_name
 
-__all__ = ["Failure", "Handling", "Position", "handle_failure"]
+__all__ = ["Failure", "Handling", "Position", "handle_failure", "handle_warning"]
 
 
 @dataclass
@@ -103,8 +106,8 @@ def _message(h: Handling, where: Position, *, phase: str | None, report: Any, bu
     return text
 
 
-def _diagnose(h: Handling, target: nn.Module, detected: Detected, run_config: dict[str, Any] | None
-              ) -> tuple[Report | None, str | None]:
+def _diagnose(h: Handling, target: nn.Module, detected: Detected, run_config: dict[str, Any] | None,
+              histories: dict[str, Any]) -> tuple[Report | None, str | None]:
     """(diagnosis, why there is none) for the failing batch, re-run from its captured RNG."""
     call = detected.call
     if not h.diagnose:
@@ -114,13 +117,15 @@ def _diagnose(h: Handling, target: nn.Module, detected: Detected, run_config: di
     budget = h.time_budget if h.policy is not Policy.RAISE else None
     diagnosis = diagnose(method_adapter(target, call.method), [call.call.simplest()], mode=call.mode,
                          backward=detected.phase in ("loss", "backward"), config=run_config,
-                         rng_states=[call.rng], time_budget=budget)
+                         rng_states=[call.rng], time_budget=budget, **histories)
     return diagnosis, None
 
 
 def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected: Detected | None,
                    history: list[dict[str, Any]], layers: list[LayerRow], bundles_written: int,
-                   paused: Callable[[], AbstractContextManager[Any]]) -> Failure:
+                   paused: Callable[[], AbstractContextManager[Any]],
+                   layer_history: list[dict[str, Any]] | None = None,
+                   param_history: list[dict[str, Any]] | None = None) -> Failure:
     """Diagnose (when asked), write the bundle (when under ``max_bundles``) and describe it in one line.
     Raises only ``KeyboardInterrupt`` (after the bundle is written); nanprobe's own errors are returned in
     ``Failure.internal_error``."""
@@ -140,9 +145,12 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
                        _message(h, where, phase=detected.phase, report=build_report(snap), bundle=None, note=note))
     internal: BaseException | None = None
     interrupt: KeyboardInterrupt | None = None
+    histories = {"history": history, "layer_history": layer_history or (), "param_history": param_history or ()}
     try:
         with paused():
-            snap.diagnosis, snap.diagnosis_error = _diagnose(h, target, detected, h.source.run_config)
+            snap.diagnosis, snap.diagnosis_error = _diagnose(h, target, detected, h.source.run_config, histories)
+            if snap.diagnosis is None or not snap.diagnosis.nonfinite:
+                snap.verdict = _history_verdict(detected, histories)
     except KeyboardInterrupt as e:  # written up below, then re-raised
         interrupt, snap.incomplete = e, "interrupted (KeyboardInterrupt) during the diagnosis"
     except Exception as e:  # nanprobe's own failure: the bundle still records what the monitor saw
@@ -167,3 +175,34 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
     if interrupt is not None:
         raise interrupt
     return failure
+
+
+def _history_verdict(detected: Detected, histories: dict[str, Any]) -> Any:
+    """When the failing step does not reproduce from its batch, the run's history may still explain it."""
+    divergence = analyze(histories["history"], histories["layer_history"], histories["param_history"])
+    if divergence is None:
+        return None
+    where = {"loss": "the loss, which is computed outside the model", "backward": "the gradients"}.get(
+        detected.phase, "the outputs")
+    return divergence_verdict(divergence, note=f"the value recorded in {where} did not reproduce from the saved "
+                                               "batch alone; the history explains it")
+
+
+def handle_warning(h: Handling, *, target: nn.Module, where: Position, warning: EarlyWarning,
+                   history: list[dict[str, Any]], layers: list[LayerRow], call: StepCall | None) -> Path | None:
+    """``on_warning="dump"``: a bundle of the step the warning fired at (nothing is non-finite yet, so there
+    is no diagnosis; the history and the warning are the content). None when it cannot be written."""
+    growth = warning.growth
+    info = WarningInfo(step=warning.step, signal=warning.signal, message=warning.message,
+                       onset=growth.onset if growth else None, slope=growth.slope if growth else None,
+                       decades=growth.decades if growth else None, projected_step=warning.projected_step)
+    snap = Snapshot(name=f"{_bundle_name(h, where)}-warning", model=target,
+                    batch=call.call.simplest() if call else None, rng=call.rng if call else None, phase="warning",
+                    mode=call.mode if call else None, grad_enabled=call.grad_enabled if call else None,
+                    method=call.method if call else None, run=h.run_name, step=where.step, epoch=where.epoch,
+                    rank=where.rank, world_size=where.world_size, history=history, layers=layers,
+                    policy=h.policy.value, depth=h.depth.value, source=h.source, warning=info)
+    try:
+        return write_snapshot(snap, h.out_dir)
+    except Exception:  # a warning must never break the run
+        return None

@@ -27,25 +27,35 @@ import torch
 from torch import nn
 
 from nanprobe.batches import ModelCall, batch_size
-from nanprobe.errors import InputError, NonFiniteError
+from nanprobe.errors import GrowthError, InputError, NonFiniteError
 from nanprobe.execution import mode_of
 from nanprobe.monitoring.distributed import RankSync, rank_and_world
-from nanprobe.monitoring.failure import Failure, Handling, Position, handle_failure
+from nanprobe.monitoring.failure import Failure, Handling, Position, handle_failure, handle_warning
 from nanprobe.monitoring.history import History, scalar
 from nanprobe.monitoring.methods import patch_method
+from nanprobe.monitoring.signals import Signals
 from nanprobe.monitoring.snapshots import layer_snapshot
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
+from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch
 from nanprobe.postmortem.assemble import ModelSource
 from nanprobe.rng import RNGState
-from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients, tensor_leaves
+from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients
 from nanprobe.watch import CallEvent, Watcher
 
-__all__ = ["Depth", "Monitor", "MonitorSettings", "NonFiniteWarning", "Policy", "monitor"]
+__all__ = ["Depth", "GrowthWarning", "Monitor", "MonitorSettings", "NonFiniteWarning", "Policy", "monitor"]
 
 
 class NonFiniteWarning(RuntimeWarning):
     """Issued by ``on_nonfinite="warn"`` after the bundle is written, and in ``dump``/``warn`` mode when
     nanprobe itself failed while handling a non-finite step (the run goes on)."""
+
+
+class GrowthWarning(RuntimeWarning):
+    """The early warning (``on_warning="warn"``): a signal is growing towards overflow."""
+
+
+class MonitorWarning(UserWarning):
+    """The monitor is not set up to see anything (e.g. it watched no model call)."""
 
 
 @dataclass
@@ -57,6 +67,8 @@ class MonitorSettings:
     history: int = 200
     layer_snapshots: int = 8
     methods: tuple[str, ...] = ()
+    on_warning: Policy = Policy.WARN
+    warn_fraction: float = 0.1
 
     @property
     def depth(self) -> Depth:
@@ -71,15 +83,19 @@ class Monitor:
     """Created by :func:`monitor`; use it as a context manager (or :meth:`start` / :meth:`stop`)."""
 
     def __init__(self, model: nn.Module, settings: MonitorSettings, *, optimizer: Any | None = None,
-                 distributed: bool | None = None, group: Any | None = None) -> None:
+                 scaler: Any | None = None, distributed: bool | None = None, group: Any | None = None) -> None:
         self.model = model
         self.settings = settings
-        self.optimizer = optimizer
         self._distributed = distributed
         self._group = group
         self.sync: RankSync | None = None
         self.rank, self.world_size = rank_and_world()
         self.history = History(settings.history)
+        self.signals = Signals(self.history)
+        self.watch = GrowthWatch(fraction=settings.warn_fraction)
+        self.warnings: list[EarlyWarning] = []
+        self._attach_later = (optimizer, scaler)
+        self._warned_idle = False
         self.layer_history: deque[dict[str, Any]] = deque(maxlen=settings.layer_snapshots)
         """Full depth: ``{"step": k, "layers": [LayerRow, ...]}`` of the last snapshots."""
         self.failures: list[Failure] = []
@@ -91,6 +107,7 @@ class Monitor:
         self._last: StepCall | None = None
         self._pending: list[Detected] = []
         self._warned_internal = False
+        self._dtype: torch.dtype | None = None
         self._watcher = Watcher(self._on_call, capture_rng=True, check_outputs=False)
         self._undo: list[Callable[[], None]] = []
 
@@ -100,6 +117,7 @@ class Monitor:
         if self.sync is not None:
             self.rank, self.world_size = self.sync.rank, self.sync.world_size
         self._watcher.watch(self.model, type(self.model).__name__)
+        self.attach(*self._attach_later)
         try:
             for method in self.settings.methods:
                 self._undo.append(patch_method(self.model, method, lambda fn, m=method: self._wrap(fn, m)))
@@ -115,6 +133,8 @@ class Monitor:
             fn()
         self._watcher.remove()
         self._watcher.unwatch(self.model)
+        self.signals.detach_optimizer()
+        self._warn_if_idle("by the end of the run")
         self._last = None
         self._pending.clear()
 
@@ -133,6 +153,20 @@ class Monitor:
         return self._step
 
     @property
+    def optimizer(self) -> Any | None:
+        return self.signals.optimizer
+
+    @property
+    def param_history(self) -> list[dict[str, Any]]:
+        """Per-parameter gradient norms of the last steps (``{"step", "norms": {name: norm}}``)."""
+        return list(self.signals.param_history)
+
+    def attach(self, optimizer: Any | None = None, scaler: Any | None = None) -> None:
+        """Attach an optimizer (learning rate, update ratio) or a GradScaler (loss scale; its skipped
+        overflow steps are recorded, not reported) created after the monitor, e.g. by a framework."""
+        self.signals.attach(optimizer, scaler)
+
+    @property
     def bundles(self) -> list[Path]:
         return [f.bundle for f in self.failures if f.bundle is not None]
 
@@ -142,6 +176,7 @@ class Monitor:
         self._manual = True
         if self.sync is not None:
             self._exchange(None)
+        self._warn_if_idle("by the end of a step")
         self._advance()
         if epoch is not None:
             self.epoch = epoch
@@ -164,23 +199,26 @@ class Monitor:
         if value is not None and not _finite(value):
             kind = "nan" if value != value else "inf"
             self._found(Detected("loss", FiniteCheck(True, kind, ("loss",), ()), self._last))
+        else:
+            self._early()
         return loss
 
     def after_backward(self, model: nn.Module | None = None) -> float | None:
         """Check every parameter's gradient after ``backward()`` (before the optimizer step) and log the
-        global grad norm, which it returns. One host read."""
+        gradient norms (total, per optimizer group, per parameter) and the loss scale; returns the total
+        norm (unscaled when a GradScaler is attached). One host read. With a GradScaler, a step whose
+        gradients overflowed is the scaler's own business (it skips the step): recorded, not reported."""
         target = _unwrap(model if model is not None else self.model)
-        grads = [p.grad.detach() for p in target.parameters() if p.grad is not None]
-        if not grads:
+        reading = self.signals.read_gradients(self._step, target)
+        if reading is None:
             return None
-        norms = torch.stack([torch.linalg.vector_norm(g.float()).to(grads[0].device) for g in grads])
-        finite = torch.stack([torch.isfinite(g).all().to(grads[0].device) for g in grads]).all()
-        total, ok = torch.stack([torch.linalg.vector_norm(norms), finite.float()]).tolist()
-        self._log_lr()
-        self.history.log(self._step, {"grad_norm": total})
-        if not ok:
-            self._found(Detected("backward", check_gradients(target), self._last))
-        return total
+        if not reading.finite and not reading.scaler_skipped:
+            check = check_gradients(target)
+            if check.nonfinite:
+                self._found(Detected("backward", check, self._last))
+                return reading.total
+        self._early()
+        return reading.total
 
     # -- the hook --------------------------------------------------------------------------------
     def _wrap(self, fn: Callable[..., Any], method: str) -> Callable[..., Any]:
@@ -205,25 +243,60 @@ class Monitor:
         record = StepCall(self._step, self.epoch, event.call, event.rng, mode_of(event.training),
                           event.grad_enabled, method)
         self._last = record
-        bad = _nonfinite_flag(event.output)
+        agree = self.sync is not None and not self._manual and event.grad_enabled
+        reading = self.signals.read_call(self._step, event.output, read=not agree)
+        self._dtype = reading.dtype or self._dtype
         if self.settings.depth is Depth.FULL and self._step % self.settings.every == 0:
             self._sample(record)
-        if self.sync is not None and not self._manual and event.grad_enabled:
-            self._exchange(bad, event, record)
+        if agree:
+            self._exchange(reading.flag, event, record)
             return
-        if bad is not None and bool(bad):
+        if reading.nonfinite:
             check = check_finite(event.output, batch_size=batch_size(event.call))
             # a no-grad (eval) call is never a collective point: ranks may run different numbers of them
             self._found(Detected("forward", check, record), local=not event.grad_enabled)
+        else:
+            self._early()
 
     # -- internals -------------------------------------------------------------------------------
     def _advance(self) -> None:
-        self._log_lr()
+        self.signals.log_lr(self._step)
         self._step += 1
+        self.signals.at_step(self._step)
 
-    def _log_lr(self) -> None:
-        if self.optimizer is not None and getattr(self.optimizer, "param_groups", None):
-            self.history.log(self._step, {"lr": self.optimizer.param_groups[0].get("lr")})
+    def _warn_if_idle(self, when: str) -> None:
+        if self.calls or self._warned_idle:
+            return
+        self._warned_idle = True
+        warnings.warn(f"nanprobe's monitor saw no call of {type(self.model).__name__} {when}: it watches "
+                      "model(...) calls. If the loop calls another method, pass methods=('that_method',); if it "
+                      "calls an inner module, monitor that module; with Lightning or the Hugging Face Trainer, "
+                      "use nanprobe.integrations' NanprobeCallback", MonitorWarning, stacklevel=3)
+
+    def _early(self) -> None:
+        """Feed this step's values to the early warning; act on what it raises."""
+        rows = self.history.tail(1)
+        if not rows or rows[-1].get("step") != self._step:
+            return
+        values = {k: v for k, v in rows[-1].items() if isinstance(v, float)}
+        for warning in self.watch.update(self._step, values, self._dtype):
+            self.warnings.append(warning)
+            self._on_warning(warning)
+
+    def _on_warning(self, warning: EarlyWarning) -> None:
+        text = f"nanprobe early warning at step {warning.step}: {warning.message}"
+        policy = self.settings.on_warning
+        if policy is Policy.RAISE:
+            raise GrowthError(text)
+        if policy is Policy.DUMP:
+            where = Position(step=warning.step, epoch=self.epoch, rank=self.rank, world_size=self.world_size,
+                             ranks=[self.rank])
+            handle_warning(self.settings.handling, target=_unwrap(self.model), where=where, warning=warning,
+                           history=self.history.tail(), layers=self._layers(), call=self._last)
+        warnings.warn(text, GrowthWarning, stacklevel=4)
+
+    def _layers(self) -> list[Any]:
+        return list(self.layer_history[-1]["layers"]) if self.layer_history else []
 
     def _found(self, pending: Detected, *, local: bool = False) -> None:
         """A local non-finite value: handled now (one process, or ``local``) or at the next agreement point."""
@@ -252,10 +325,10 @@ class Monitor:
         first = pending[0] if pending else None
         step = first.call.step if first is not None and first.call is not None else self._step
         where = Position(step=step, epoch=self.epoch, rank=self.rank, world_size=self.world_size, ranks=ranks)
-        layers = list(self.layer_history[-1]["layers"]) if self.layer_history else []
         failure = handle_failure(self.settings.handling, target=_unwrap(self.model), where=where, detected=first,
-                                 history=self.history.tail(), layers=layers, bundles_written=len(self.bundles),
-                                 paused=self._watcher.paused)
+                                 history=self.history.tail(), layers=self._layers(), bundles_written=len(self.bundles),
+                                 paused=self._watcher.paused, layer_history=list(self.layer_history),
+                                 param_history=self.param_history)
         if len(self.failures) < max(self.settings.handling.max_bundles, 1) * 4:
             self.failures.append(failure)
         policy = self.settings.on_nonfinite
@@ -287,16 +360,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _nonfinite_flag(output: Any) -> torch.Tensor | None:
-    """A 0-dim bool tensor (on the output's device, not read back): True when any output is NaN/Inf."""
-    leaves = [t for _, t in tensor_leaves(output) if t.numel()]
-    if not leaves:
-        return None
-    device = leaves[0].device
-    flags = [torch.isfinite(t.detach()).all().to(device) for t in leaves]
-    return ~(flags[0] if len(flags) == 1 else torch.stack(flags).all())
-
-
 def monitor(
     model: nn.Module,
     out_dir: str | Path = "nanprobe-bundles",
@@ -314,6 +377,9 @@ def monitor(
     run_name: str | None = None,
     history: int = 200,
     optimizer: Any | None = None,
+    scaler: Any | None = None,
+    on_warning: str = "warn",
+    warn_fraction: float = 0.1,
     distributed: bool | None = None,
     group: Any | None = None,
     max_bundles: int = 1,
@@ -335,6 +401,13 @@ def monitor(
       (every rank must make the same number of them). No-grad (eval) calls are checked on their rank alone.
     methods: model methods other than ``forward`` that the loop calls directly (``("train_logits",)``); each
       call is watched like ``model(...)``, and a diagnosis re-runs that method.
+    optimizer / scaler: record the learning rate and update ratio / the loss scale (``mon.attach(...)`` later
+      for ones created afterwards). With a GradScaler, its deliberately skipped overflow steps are recorded,
+      not reported.
+    on_warning: what the early warning does when a signal grows towards overflow (sustained exponential
+      growth of the gradient norm, loss, outputs or update ratio; outputs above ``warn_fraction`` of their
+      dtype's max; a loss scale that keeps falling): "warn" (default), "dump" (a bundle, early), "raise"
+      (nanprobe.errors.GrowthError).
     mode: the old name of ``depth`` (deprecated: "mode" means train/eval everywhere else in nanprobe).
     """
     if mode is not None:
@@ -345,6 +418,10 @@ def monitor(
         policy = Policy(on_nonfinite)
     except ValueError:
         raise InputError(f"on_nonfinite must be 'raise', 'dump' or 'warn', not {on_nonfinite!r}") from None
+    try:
+        warn_policy = Policy(on_warning)
+    except ValueError:
+        raise InputError(f"on_warning must be 'warn', 'dump' or 'raise', not {on_warning!r}") from None
     try:
         how_deep = Depth(depth)
     except ValueError:
@@ -365,5 +442,6 @@ def monitor(
                          checkpoint=str(checkpoint) if checkpoint is not None else None, strip=tuple(methods))
     handling = Handling(out_dir=Path(out_dir), policy=policy, depth=how_deep, diagnose=diagnose,
                         time_budget=time_budget, source=source, run_name=name, max_bundles=max_bundles)
-    settings = MonitorSettings(handling=handling, every=every, history=history, methods=tuple(methods))
-    return Monitor(model, settings, optimizer=optimizer, distributed=distributed, group=group)
+    settings = MonitorSettings(handling=handling, every=every, history=history, methods=tuple(methods),
+                               on_warning=warn_policy, warn_fraction=warn_fraction)
+    return Monitor(model, settings, optimizer=optimizer, scaler=scaler, distributed=distributed, group=group)

@@ -32,6 +32,8 @@ from nanprobe.report import (
     LayerRow,
     PytestInfo,
     Report,
+    Verdict,
+    WarningInfo,
 )
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import FiniteCheck
@@ -83,6 +85,8 @@ class Snapshot:
     source: ModelSource = field(default_factory=ModelSource)
     pytest: PytestInfo | None = None
     first_nonfinite: FirstNonfinite | None = None  # what the caller saw, when no diagnosis reproduced it
+    verdict: Verdict | None = None  # when the diagnosis did not reproduce it but something else explains it
+    warning: WarningInfo | None = None  # an early-warning bundle: nothing is non-finite yet
     incomplete: str | None = None
 
     @property
@@ -114,9 +118,11 @@ def build_report(s: Snapshot) -> BundleReport:
     base = s.diagnosis.to_dict() if s.diagnosis is not None else {}
     report = BundleReport.from_dict(base)
     reproduced = report.status == "nonfinite"
-    if not reproduced:
+    if not reproduced and s.warning is None:
         report.status = "nonfinite"
         report.first_nonfinite = _synthetic_first(s)
+        report.verdict = report.verdict or s.verdict
+    report.warning = s.warning
     if not report.layers and s.layers:
         report.layers = list(s.layers)
     report.run, report.step, report.epoch = s.run, s.step, s.epoch

@@ -32,11 +32,12 @@ from nanprobe.report.types import (
     Report,
     Root,
     Verdict,
+    WarningInfo,
     display_name,
 )
 
 __all__ = [
     "CAUSES", "CONTRACT_KEYS", "INPUT", "LOSS", "ROOT_LABEL", "BundleInfo", "BundleReport", "CallInfo", "Cause",
     "Detection", "FirstNonfinite", "Incident", "LatentEntry", "LayerRow", "PytestInfo", "Record", "ReplayEntry",
-    "ReplayReport", "Report", "Root", "Verdict", "display_name", "dumps", "to_plain", "write_json",
+    "ReplayReport", "Report", "Root", "Verdict", "WarningInfo", "display_name", "dumps", "to_plain", "write_json",
 ]

@@ -25,7 +25,7 @@ from nanprobe.report.record import Record
 __all__ = [
     "CAUSES", "CONTRACT_KEYS", "INPUT", "LOSS", "ROOT_LABEL", "BundleInfo", "BundleReport", "CallInfo", "Cause",
     "Detection", "FirstNonfinite", "Incident", "LatentEntry", "LayerRow", "PytestInfo", "ReplayEntry",
-    "ReplayReport", "Report", "Root", "Verdict", "display_name",
+    "ReplayReport", "Report", "Root", "Verdict", "WarningInfo", "display_name",
 ]
 
 Status = Literal["clean", "nonfinite"]
@@ -262,10 +262,25 @@ class PytestInfo(Record):
 
 
 @dataclass(eq=False)
+class WarningInfo(Record):
+    """An early warning the monitor gave before any value was non-finite (a bundle with ``on_warning="dump"``)."""
+
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"onset", "slope", "decades", "projected_step"})
+
+    step: int
+    signal: str
+    message: str
+    onset: int | None = None
+    slope: float | None = None  # decades per step
+    decades: float | None = None
+    projected_step: int | None = None
+
+
+@dataclass(eq=False)
 class BundleReport(Report):
     """A post-mortem bundle's report: the diagnosis plus the step it came from."""
 
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"pytest", "deferred"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"pytest", "deferred", "warning"})
 
     run: str | None = None
     step: int | None = None
@@ -278,12 +293,15 @@ class BundleReport(Report):
     monitor: Incident | None = None
     bundle: BundleInfo | None = None
     pytest: PytestInfo | None = None
+    warning: WarningInfo | None = None
 
 
 @dataclass(eq=False)
 class ReplayReport(Report):
     """``nanprobe replay``: the new diagnosis, plus the bundle it replayed."""
 
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"bundle", "deferred"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"bundle", "deferred", "reproduced"})
 
     bundle: BundleInfo | None = None
+    reproduced: bool | None = None
+    """Whether the replay reproduced the failure the bundle recorded (absent for a bundle with none)."""

@@ -52,7 +52,9 @@ def test_ten_thousand_steps_keep_memory_bounded(tmp_path: Path) -> None:
         assert mon.calls == STEPS and mon.current_step == STEPS - 1
         assert len(mon.history) == 200 and mon.history.total == STEPS
         assert mon.history.tail()[-1]["step"] == STEPS - 1 and set(mon.history.tail()[-1]) == {
-            "step", "loss", "grad_norm", "lr"}
+            "step", "loss", "grad_norm", "lr", "output_absmax"}
+        assert "update_ratio" in mon.history.tail()[-2]  # read back with the next step's values
+        assert len(mon.param_history) == 64  # per-parameter gradient norms: bounded too
         assert len(mon.layer_history) == 8 and mon.layer_history[-1]["step"] == 9000  # maxlen of snapshots
         assert mon.failures == [] and mon._pending == []
         assert mon._watcher._stack() == []

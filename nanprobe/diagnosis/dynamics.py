@@ -1,0 +1,226 @@
+"""Training dynamics: does a run's history show exponential growth, from which step, and in what?
+
+A series (loss, gradient norm, output |max|, a layer's |max|, a parameter group's gradient norm, the loss
+scale) is read in log10 space, where exponential growth is a straight line. A continuous two-segment fit
+(a hinge) finds the step ``onset`` after which the slope changes: before it the run is healthy (flat, or a
+falling loss), after it the values grow by ``slope`` decades per step. Growth counts when it is steep,
+sustained and large (:class:`Thresholds`). The same fit serves the monitor's early warning (on the last steps,
+as they come) and the ``training_divergence`` verdict (on the whole history, after the failure).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SIGNALS", "Divergence", "Growth", "Thresholds", "analyze", "fit_growth", "series"]
+
+SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
+"""History keys whose exponential growth means divergence (in this order of preference for the root)."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What counts as exponential growth: ``min_slope`` decades per step, sustained for ``min_steps``
+    steps after the onset, and ``min_decades`` in total; and steeper than before the onset by ``min_gain``."""
+
+    min_slope: float = 0.08
+    min_steps: int = 4
+    min_decades: float = 2.0
+    min_gain: float = 0.06
+
+
+OFFLINE = Thresholds(min_slope=0.05, min_steps=3, min_decades=1.5, min_gain=0.04)
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Exponential growth of one series: from ``onset`` (a step), ``slope`` decades per step, ``decades`` in
+    all up to ``last`` (the last finite step), where it reached ``value``."""
+
+    signal: str
+    onset: int
+    slope: float
+    decades: float
+    last: int
+    value: float
+    before: float  # slope before the onset (decades per step)
+
+    def projected_overflow(self, limit: float) -> int | None:
+        """The step at which the series reaches ``limit`` if the growth goes on."""
+        if self.slope <= 0 or self.value <= 0 or limit <= self.value:
+            return None
+        return self.last + math.ceil((math.log10(limit) - math.log10(self.value)) / self.slope)
+
+    def describe(self) -> str:
+        return (f"{self.signal} grew {10 ** self.slope:.3g}x per step from step {self.onset} "
+                f"({self.decades:.1f} decades, to {self.value:.3g} at step {self.last})")
+
+
+def series(history: Sequence[Mapping[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, |value|) of ``key`` in the history, finite and positive values only (log space)."""
+    out: list[tuple[int, float]] = []
+    for row in history:
+        value = row.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            v = abs(float(value))
+            if math.isfinite(v) and v > 0:
+                out.append((int(row.get("step", len(out))), v))
+    return out
+
+
+def _hinge(ts: list[float], ys: list[float], k: int) -> tuple[float, float, float, float]:
+    """Least-squares fit of ``y = a + s1 * min(t - t_k, 0) + s2 * max(t - t_k, 0)``: (a, s1, s2, sse). At
+    ``k == 0`` there is nothing before the hinge: a straight line, with ``s1`` reported as 0."""
+    t0 = ts[k]
+    if k == 0:
+        n = len(ts)
+        mt, my = sum(ts) / n, sum(ys) / n
+        var = sum((t - mt) ** 2 for t in ts)
+        slope = sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var if var else 0.0
+        a = my + slope * (t0 - mt)
+        return a, 0.0, slope, sum((a + slope * (t - t0) - y) ** 2 for t, y in zip(ts, ys))
+    cols = [(1.0, min(t - t0, 0.0), max(t - t0, 0.0)) for t in ts]
+    # normal equations of a 3-parameter linear fit
+    m = [[sum(c[i] * c[j] for c in cols) for j in range(3)] for i in range(3)]
+    v = [sum(c[i] * y for c, y in zip(cols, ys)) for i in range(3)]
+    sol = _solve3(m, v)
+    if sol is None:
+        return ys[k], 0.0, 0.0, math.inf
+    a, s1, s2 = sol
+    sse = sum((a + s1 * c[1] + s2 * c[2] - y) ** 2 for c, y in zip(cols, ys))
+    return a, s1, s2, sse
+
+
+def _solve3(m: list[list[float]], v: list[float]) -> tuple[float, float, float] | None:
+    """Gaussian elimination with partial pivoting on a 3x3 system (None when singular)."""
+    a = [[*row, val] for row, val in zip(m, v)]
+    for col in range(3):
+        pivot = max(range(col, 3), key=lambda r: abs(a[r][col]))
+        if abs(a[pivot][col]) < 1e-12:
+            return None
+        a[col], a[pivot] = a[pivot], a[col]
+        for r in range(3):
+            if r != col:
+                f = a[r][col] / a[col][col]
+                a[r] = [x - f * y for x, y in zip(a[r], a[col])]
+    return a[0][3] / a[0][0], a[1][3] / a[1][1], a[2][3] / a[2][2]
+
+
+def fit_growth(points: Sequence[tuple[int, float]], signal: str = "",
+               thresholds: Thresholds = OFFLINE) -> Growth | None:
+    """The exponential growth at the end of ``points`` ((step, positive value), in step order), if any."""
+    if len(points) < thresholds.min_steps + 1:
+        return None
+    ts = [float(s) for s, _ in points]
+    ys = [math.log10(v) for _, v in points]
+    best: tuple[float, int, float, float] | None = None
+    for k in range(0, len(points) - thresholds.min_steps):
+        _, s1, s2, sse = _hinge(ts, ys, k)
+        if s2 > 0 and (best is None or sse < best[0] - 1e-9 * max(1.0, best[0])):  # ties: the earlier onset
+            best = (sse, k, s1, s2)
+    if best is None:
+        return None
+    _, k, s1, s2 = best
+    after = len(points) - k - 1
+    decades = max(ys[k:]) - ys[k]
+    if (s2 < thresholds.min_slope or after < thresholds.min_steps or decades < thresholds.min_decades
+            or s2 - s1 < thresholds.min_gain):
+        return None
+    # the growth must be where the series ends, not a spike it came back from
+    if ys[-1] < max(ys[k:]) - 1.0:
+        return None
+    return Growth(signal, int(ts[k]), s2, decades, int(ts[-1]), points[-1][1], s1)
+
+
+@dataclass
+class Divergence:
+    """A run that diverged: the signals that grew, the step where growth began, and what grew fastest."""
+
+    growths: list[Growth]
+    onset: int
+    lr: float | None = None
+    clip_at: float | None = None  # a gradient norm typical of the healthy steps
+    fastest: str | None = None  # a layer or parameter group that stands out
+    fastest_evidence: str | None = None
+    loss_scale_falling: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def strength(self) -> float:
+        return max(g.decades for g in self.growths)
+
+    def fix(self, dtype: str | None = None) -> str:
+        parts = []
+        if self.lr is not None:
+            parts.append(f"the learning rate in effect was {self.lr:.3g}: lower it (by 10x or more) or warm it up")
+        else:
+            parts.append("lower the learning rate (by 10x or more) or warm it up")
+        if self.clip_at is not None:
+            parts.append(f"clip gradients at about {self.clip_at:.3g} (the norm of the healthy steps): "
+                         f"torch.nn.utils.clip_grad_norm_(model.parameters(), {self.clip_at:.3g})")
+        if dtype == "float16" or self.loss_scale_falling:
+            parts.append("in float16 use a loss scaler (torch.amp.GradScaler) or train in bfloat16")
+        if self.fastest:
+            parts.append(f"look first at {self.fastest}, which grew fastest")
+        return "; ".join(parts)
+
+
+def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mapping[str, Any]] = (),
+            param_history: Sequence[Mapping[str, Any]] = ()) -> Divergence | None:
+    """Whether the run's history shows divergence, from which step, and what grew fastest.
+
+    ``history``: one row per step (``step``, ``loss``, ``grad_norm``, ``lr``, ``output_absmax``,
+    ``loss_scale``, ...); ``layer_history``: ``{"step", "layers": [{"module", "absmax"}, ...]}`` snapshots;
+    ``param_history``: ``{"step", "norms": {group: gradient norm}}`` rows."""
+    growths = [g for key in SIGNALS if (g := fit_growth(series(history, key), key)) is not None]
+    if not growths:
+        return None
+    onset = min(g.onset for g in growths)
+    found = Divergence(growths=sorted(growths, key=lambda g: -g.decades), onset=onset)
+    found.lr = _value_at(history, "lr", found.growths[0].last)
+    healthy = [v for s, v in series(history, "grad_norm") if s <= onset]
+    if healthy:
+        found.clip_at = sorted(healthy)[len(healthy) // 2]
+    scales = [v for _, v in series(history, "loss_scale")]
+    found.loss_scale_falling = len(scales) >= 4 and scales[-1] < scales[0] / 8
+    found.fastest, found.fastest_evidence = _fastest(layer_history, param_history, onset)
+    return found
+
+
+def _value_at(history: Sequence[Mapping[str, Any]], key: str, step: int) -> float | None:
+    value = None
+    for row in history:
+        if row.get("step", 0) <= step and isinstance(row.get(key), (int, float)):
+            value = float(row[key])
+    return value
+
+
+def _fastest(layer_history: Sequence[Mapping[str, Any]], param_history: Sequence[Mapping[str, Any]],
+             onset: int) -> tuple[str | None, str | None]:
+    """The layer (full-depth snapshots) or parameter group whose values grew the most since the onset,
+    when it grew at least twice as many decades as the median of the others."""
+    growth: dict[str, float] = {}
+    for rows, key in ((layer_history, "layers"), (param_history, "norms")):
+        per: dict[str, list[tuple[int, float]]] = {}
+        for snap in rows:
+            items = snap.get(key) or {}
+            pairs = (items.items() if isinstance(items, Mapping)
+                     else ((r.get("module"), r.get("absmax")) for r in items))
+            for name, value in pairs:
+                if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 and name is not None:
+                    per.setdefault(str(name) or "<root>", []).append((int(snap.get("step", 0)), float(value)))
+        for name, points in per.items():
+            before = [v for s, v in points if s <= onset] or [points[0][1]]
+            growth[name] = math.log10(points[-1][1]) - math.log10(before[-1])
+    if len(growth) < 3:
+        return None, None
+    ranked = sorted(growth.items(), key=lambda kv: -kv[1])
+    others = sorted(v for _, v in ranked[1:])
+    median = others[len(others) // 2]
+    name, top = ranked[0]
+    if top >= 1.0 and top >= 2 * max(median, 0.1):
+        return name, f"{name} grew {top:.1f} decades since step {onset} (the median of the others: {median:.1f})"
+    return None, None

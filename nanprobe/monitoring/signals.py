@@ -1,0 +1,207 @@
+"""The cheap per-step signals a monitor records, each read back in the one host read it already makes.
+
+* every watched call: the outputs' finiteness and their |max| (one ``aminmax`` per output: NaN and Inf
+  propagate into it, so one pass answers both);
+* after backward: the total gradient norm, one norm per optimizer parameter group and per parameter (kept
+  for the last steps), and the loss scale of a GradScaler; a step the scaler skips on purpose (its
+  intentional overflow) is recorded as skipped, not reported as a failure;
+* around ``optimizer.step()`` (hooks on the optimizer): the learning rate and the update-to-weight ratio,
+  estimated on a fixed strided sample of each parameter (at most :data:`SAMPLE` values), so no copy of
+  the weights is ever held.
+
+Device-side values that are not needed at once (the update ratio) wait in a queue and travel with the next
+read-back: no extra device sync per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from nanprobe.monitoring.history import History
+from nanprobe.sentinel import tensor_leaves
+
+__all__ = ["SAMPLE", "CallReading", "GradReading", "Signals"]
+
+SAMPLE = 1024
+PARAM_STEPS = 64  # steps of per-parameter gradient norms kept
+
+
+@dataclass
+class CallReading:
+    nonfinite: bool
+    absmax: float | None
+    dtype: torch.dtype | None
+    flag: torch.Tensor | None = None  # device-side "any non-finite" (for the ranks' agreement, not read here)
+
+
+@dataclass
+class GradReading:
+    total: float | None
+    finite: bool
+    scaler_skipped: bool
+
+
+class Signals:
+    """What a monitor records beyond its own checks; owns its optimizer hooks (removed by :meth:`detach`)."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.optimizer: Any | None = None
+        self.scaler: Any | None = None
+        self.param_history: deque[dict[str, Any]] = deque(maxlen=PARAM_STEPS)
+        """``{"step": k, "norms": {parameter: gradient norm}}`` of the last steps with a backward."""
+        self._hooks: list[RemovableHandle] = []
+        self._queued: list[tuple[int, str, torch.Tensor]] = []
+        self._before: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._step = 0
+
+    # -- attaching -----------------------------------------------------------------------------------
+    def attach(self, optimizer: Any | None = None, scaler: Any | None = None) -> None:
+        """Watch ``optimizer.step()`` (learning rate, update ratio) and read ``scaler``'s loss scale."""
+        if scaler is not None:
+            self.scaler = scaler
+        if optimizer is None or optimizer is self.optimizer:
+            return
+        self.detach_optimizer()
+        self.optimizer = optimizer
+        pre = getattr(optimizer, "register_step_pre_hook", None)
+        post = getattr(optimizer, "register_step_post_hook", None)
+        if callable(pre) and callable(post):
+            self._hooks += [pre(self._before_step), post(self._after_step)]
+
+    def detach_optimizer(self) -> None:
+        while self._hooks:
+            self._hooks.pop().remove()
+        self._before.clear()
+        self.optimizer = None
+
+    def at_step(self, step: int) -> None:
+        self._step = step
+
+    # -- readings ------------------------------------------------------------------------------------
+    def read_call(self, step: int, output: Any, *, read: bool = True) -> CallReading:
+        """The outputs' finiteness and |max|, and whatever waits in the queue, in one read-back. With
+        ``read=False`` nothing is read (the ranks agree on the device flag first)."""
+        parts, dtype = [], None
+        for _, t in tensor_leaves(output):
+            if t.numel() == 0:
+                continue
+            x = t.detach()
+            x = x.abs() if x.is_complex() else x
+            lo, hi = torch.aminmax(x.reshape(-1))
+            parts += [lo, hi]
+            dtype = dtype or x.dtype
+        if not parts:
+            return CallReading(False, None, None)
+        device = parts[0].device
+        mm = torch.stack([p.to(device=device, dtype=torch.float32) for p in parts])
+        if not read:
+            return CallReading(False, None, dtype, flag=~torch.isfinite(mm).all())
+        values = self._read(step, mm)
+        nonfinite = not all(math.isfinite(v) for v in values)
+        absmax = None if nonfinite else max(abs(v) for v in values)
+        if absmax is not None:
+            self.history.log(step, {"output_absmax": absmax})
+        return CallReading(nonfinite, absmax, dtype)
+
+    def read_gradients(self, step: int, model: nn.Module) -> GradReading | None:
+        """Gradient norms (total, per optimizer group, per parameter) and the loss scale, in one read-back."""
+        named = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+        if not named:
+            return None
+        device = named[0][1].grad.device  # type: ignore[union-attr]
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32).to(device)  # type: ignore[union-attr]
+                             for _, p in named])
+        total = torch.linalg.vector_norm(norms).reshape(1)
+        groups = self._group_index([p for _, p in named])
+        group_norms = [torch.linalg.vector_norm(norms[idx]).reshape(1) for idx in groups.values()]
+        scale = self._scale()
+        extra = [scale.reshape(1).to(device=device, dtype=torch.float32)] if scale is not None else []
+        values = self._read(step, torch.cat([norms, total, *group_norms, *extra]))
+        n = len(named)
+        per_param, total_value = values[:n], values[n]
+        group_values = values[n + 1:n + 1 + len(groups)]
+        scale_value = values[-1] if extra else None
+        finite = math.isfinite(total_value)
+        unscale = scale_value if scale_value and math.isfinite(scale_value) and scale_value > 0 else 1.0
+        record: dict[str, Any] = {}
+        if finite:
+            record["grad_norm"] = total_value / unscale
+            if len(groups) > 1:
+                record.update({f"grad_norm/{name}": v / unscale for name, v in zip(groups, group_values)})
+            self.param_history.append({"step": step, "norms": {name: v / unscale for (name, _), v
+                                                               in zip(named, per_param)}})
+        if scale_value is not None:
+            record["loss_scale"] = scale_value
+        skipped = not finite and scale_value is not None and self._scaler_enabled()
+        if skipped:
+            record["scaler_skipped"] = 1.0
+        self.history.log(step, record)
+        return GradReading(total_value / unscale if finite else None, finite, skipped)
+
+    def log_lr(self, step: int) -> None:
+        groups = getattr(self.optimizer, "param_groups", None)
+        if groups:
+            lr = groups[0].get("lr")
+            if isinstance(lr, torch.Tensor):
+                lr = float(lr)  # a tensor lr lives on the host unless the user put it elsewhere
+            if isinstance(lr, (int, float)):
+                self.history.log(step, {"lr": float(lr)})
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _read(self, step: int, values: torch.Tensor) -> list[float]:
+        """``values`` and the queued device scalars, read back at once; queued ones go to the history."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return values.tolist()
+        tail = torch.stack([t.reshape(()).to(device=values.device, dtype=torch.float32) for _, _, t in queued])
+        joined = torch.cat([values.reshape(-1), tail]).tolist()
+        n = values.numel()
+        for (at, key, _), value in zip(queued, joined[n:]):
+            self.history.log(at, {key: value})
+        return joined[:n]
+
+    def _group_index(self, params: list[nn.Parameter]) -> dict[str, list[int]]:
+        where = {id(p): i for i, p in enumerate(params)}
+        groups: dict[str, list[int]] = {}
+        for g, group in enumerate(getattr(self.optimizer, "param_groups", None) or []):
+            idx = [where[id(p)] for p in group.get("params", []) if id(p) in where]
+            if idx:
+                groups[str(group.get("name", g))] = idx
+        return groups or {"all": list(range(len(params)))}
+
+    def _scaler_enabled(self) -> bool:
+        enabled = getattr(self.scaler, "is_enabled", None)
+        return bool(callable(enabled) and enabled())
+
+    def _scale(self) -> torch.Tensor | None:
+        scale = getattr(self.scaler, "_scale", None) if self._scaler_enabled() else None
+        return scale if isinstance(scale, torch.Tensor) else None
+
+    def _sampled(self) -> Iterable[torch.Tensor]:
+        for group in getattr(self.optimizer, "param_groups", None) or []:
+            for p in group.get("params", []):
+                if isinstance(p, torch.Tensor) and p.grad is not None and p.numel():
+                    flat = p.detach().reshape(-1)
+                    yield flat[:: max(1, flat.numel() // SAMPLE)]
+
+    def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.log_lr(self._step)
+        self._before = [(view, view.clone()) for view in self._sampled()]
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        before, self._before = self._before, []
+        if not before:
+            return
+        # the strided views follow the parameters: after the step they hold the new values
+        delta = torch.stack([torch.sum((new.float() - old.float()) ** 2) for new, old in before]).sum()
+        size = torch.stack([torch.sum(new.float() ** 2) for new, _ in before]).sum()
+        self._queued.append((self._step, "update_ratio", torch.sqrt(delta / size.clamp_min(1e-30))))

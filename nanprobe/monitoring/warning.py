@@ -1,0 +1,101 @@
+"""Early warning: notice a run heading for overflow before the first non-finite value.
+
+Three signals, each from values the monitor already read (no extra device sync):
+
+* sustained exponential growth of the gradient norm, the loss, the outputs' |max| or the update ratio
+  (:func:`nanprobe.diagnosis.dynamics.fit_growth` on the last :data:`WINDOW` steps, with thresholds strict
+  enough that a healthy run's early gradient growth or a warm-up spike does not count);
+* an output |max| above ``fraction`` of its dtype's largest value;
+* a GradScaler's loss scale that keeps falling (it halves at every overflow it skips).
+
+Each signal warns once. The cheap test (the newest value is the window's largest and 100 times its
+smallest) runs every step; the fit only when that holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from nanprobe.diagnosis.dynamics import Growth, Thresholds, fit_growth
+
+__all__ = ["ONLINE", "WINDOW", "EarlyWarning", "GrowthWatch"]
+
+WINDOW = 40
+ONLINE = Thresholds(min_slope=0.08, min_steps=4, min_decades=2.0, min_gain=0.06)
+_GROWING = ("grad_norm", "loss", "output_absmax", "update_ratio")
+_SCALE_DROPS = 6  # halvings of the loss scale within the window
+
+
+@dataclass(frozen=True)
+class EarlyWarning:
+    """One signal heading for overflow: what it is, how fast it grows, and when it would overflow."""
+
+    step: int
+    signal: str
+    message: str
+    growth: Growth | None = None
+    projected_step: int | None = None
+
+
+class GrowthWatch:
+    """Watches the signals of each step; :meth:`update` returns the warnings that fire at that step."""
+
+    def __init__(self, *, fraction: float = 0.1, window: int = WINDOW, thresholds: Thresholds = ONLINE) -> None:
+        self.fraction = fraction
+        self.thresholds = thresholds
+        self._points: dict[str, deque[tuple[int, float]]] = {}
+        self._window = window
+        self._fired: set[str] = set()
+
+    def update(self, step: int, values: dict[str, float], dtype: torch.dtype | None = None) -> list[EarlyWarning]:
+        limit = float(torch.finfo(dtype).max) if dtype is not None and dtype.is_floating_point else None
+        found: list[EarlyWarning] = []
+        for key in _GROWING:
+            value = values.get(key)
+            if value is None or not math.isfinite(value) or value == 0:
+                continue
+            points = self._points.setdefault(key, deque(maxlen=self._window))
+            if points and points[-1][0] == step:
+                points.pop()
+            points.append((step, abs(value)))
+            if key not in self._fired and self._steep(points):
+                growth = fit_growth(list(points), key, self.thresholds)
+                if growth is not None:
+                    found.append(self._fire(step, key, growth, limit))
+        absmax = values.get("output_absmax")
+        if (limit is not None and absmax is not None and "headroom" not in self._fired
+                and absmax > self.fraction * limit):
+            self._fired.add("headroom")
+            found.append(EarlyWarning(step, "output_absmax",
+                                      f"the outputs reach |max| {absmax:.3g}, {absmax / limit:.0%} of "
+                                      f"{str(dtype).removeprefix('torch.')}'s max {limit:.3g}"))
+        scale = values.get("loss_scale")
+        if scale is not None and "loss_scale" not in self._fired:
+            scales = self._points.setdefault("loss_scale", deque(maxlen=self._window))
+            scales.append((step, scale))
+            drops = sum(1 for (_, a), (_, b) in zip(list(scales), list(scales)[1:]) if b < a)
+            if drops >= _SCALE_DROPS and scales[-1][1] < scales[0][1]:
+                self._fired.add("loss_scale")
+                found.append(EarlyWarning(step, "loss_scale", f"the loss scale fell {drops} times in the last "
+                                          f"{len(scales)} steps, to {scale:.3g}: the scaler keeps skipping "
+                                          "overflowing steps"))
+        return found
+
+    def _steep(self, points: deque[tuple[int, float]]) -> bool:
+        if len(points) <= self.thresholds.min_steps:
+            return False
+        values = [v for _, v in points]
+        last = values[-1]
+        return last >= max(values) and last >= 10 ** self.thresholds.min_decades * min(values)
+
+    def _fire(self, step: int, key: str, growth: Growth, limit: float | None) -> EarlyWarning:
+        self._fired.add(key)
+        projected = growth.projected_overflow(limit) if limit is not None else None
+        message = f"{growth.describe()}"
+        if projected is not None:
+            message += f"; at this rate it reaches the dtype's max {limit:.3g} at about step {projected}"
+        return EarlyWarning(step, key, message, growth, projected)
