@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nanprobe.errors import InputError
+from nanprobe import InputError
 
 __all__ = [
     "STAGES",

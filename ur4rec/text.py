@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from nanprobe.errors import InputError
+from nanprobe import InputError
 
 from .data.preprocess import SequenceData
 

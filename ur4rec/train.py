@@ -18,10 +18,13 @@ import torch
 from rich.console import Console
 from rich.logging import RichHandler
 
-from nanprobe.errors import InputError
+from nanprobe import InputError
 
+from .callbacks import Callback
 from .config import load_config
 from .distributed import Dist
+from .nanprobe_callback import NanprobeCallback
+from .trainer import Trainer
 
 __all__ = ["main", "run"]
 
@@ -29,12 +32,12 @@ log = logging.getLogger("ur4rec")
 
 
 def run(config: str | Path, output_dir: str | Path, *, resume: bool = False, progress: bool = True,
-        overrides: dict[str, Any] | None = None, console: Console | None = None, monitor: bool = True
-        ) -> dict[str, Any]:
+        overrides: dict[str, Any] | None = None, console: Console | None = None, monitor: bool = True,
+        callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train from a YAML config; returns the final metrics dict (also written to ``output_dir/metrics.json``).
-    ``monitor``: nanprobe's monitor on training and evaluation (bundles in ``output_dir/nanprobe/``)."""
+    ``monitor``: nanprobe's monitor on training and evaluation (bundles in ``output_dir/nanprobe/``), as a
+    :class:`NanprobeCallback` given to the trainer beside ``callbacks``."""
     from .config import RunConfig
-    from .trainer import Trainer
 
     cfg = load_config(config)
     if overrides:
@@ -43,11 +46,14 @@ def run(config: str | Path, output_dir: str | Path, *, resume: bool = False, pro
             section, _, key = dotted.partition(".")
             raw.setdefault(section, {})[key] = value
         cfg = RunConfig.from_dict(raw, path=cfg.path)
+    watchers = list(callbacks or [])
+    if monitor:
+        watchers.append(NanprobeCallback(Path(output_dir) / "nanprobe"))
     dist = Dist()
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.train.num_threads)))
     try:
-        trainer = Trainer(cfg, output_dir, progress=progress, dist=dist, console=console, monitor=monitor)
+        trainer = Trainer(cfg, output_dir, callbacks=watchers, progress=progress, dist=dist, console=console)
         return trainer.fit(resume=resume)
     finally:
         torch.set_num_threads(threads)

@@ -149,3 +149,34 @@ def test_probe_data_batches_are_deterministic() -> None:
     assert len(a) == 2 and a[0]["input_ids"].shape == (8, 12) and a[0]["candidates"].shape == (8, 11)
     assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
     assert a[0]["input_ids"].dtype == torch.long and a[0]["user_ids"].tolist() == list(range(1, 9))
+
+
+def test_trainer_monitors_nothing_unless_given_a_callback(tiny_config_path: Path, tmp_path: Path) -> None:
+    """The trainer runs the callbacks its caller gives it and no others: no nanprobe monitor of its own."""
+    from ur4rec.config import RunConfig
+    from ur4rec.nanprobe_callback import NanprobeCallback
+
+    raw = load_config(tiny_config_path).raw
+    cfg = RunConfig.from_dict({**raw, "model": {**raw["model"], "attention_mask_style": "original",
+                                                "sasrec_dropout": 0.0},
+                               "train": {**raw["train"], "stages": {"pretrain_sasrec": {"epochs": 1, "lr": 0.003}}}})
+    plain = Trainer(cfg, tmp_path / "plain", progress=False).fit()
+    assert plain["test"]["nonfinite_samples"] > 0  # something to catch, and nothing caught it
+    assert "nanprobe_bundles" not in plain and not (tmp_path / "plain" / "nanprobe").exists()
+    watched = Trainer(cfg, tmp_path / "watched", progress=False,
+                      callbacks=[NanprobeCallback(tmp_path / "bundles")]).fit()
+    assert watched["nanprobe_bundles"] and all(Path(b).parent == tmp_path / "bundles"
+                                               for b in watched["nanprobe_bundles"])
+    saved = json.loads((tmp_path / "watched" / "metrics.json").read_text())
+    assert saved["nanprobe_bundles"] == watched["nanprobe_bundles"]  # on_fit_end runs before metrics are written
+
+
+def test_the_cli_passes_the_monitor_unless_told_not_to(tiny_config_path: Path, tmp_path: Path) -> None:
+    argv = ["--config", str(tiny_config_path), "--no-progress", "--set", "model.attention_mask_style=original",
+            "--set", "train.stages={pretrain_sasrec: {epochs: 1, lr: 0.003}}"]
+    assert main([*argv, "--output-dir", str(tmp_path / "on")]) == 0
+    assert sorted(p.name.split("-step")[0] for p in (tmp_path / "on" / "nanprobe").iterdir()) == [
+        "eval-test", "eval-val"]
+    assert main([*argv, "--output-dir", str(tmp_path / "off"), "--no-nanprobe"]) == 0
+    assert (tmp_path / "off" / "best.pt").is_file() and not (tmp_path / "off" / "nanprobe").exists()
+

@@ -121,7 +121,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, build: Builder | None = None, 
             data = load_data(cfg.data)
             torch.manual_seed(cfg.train.seed)
             model = build(cfg, data)
-        trainer = Trainer(cfg, out_dir, progress=progress, console=console, model=model, monitor=False)
+        trainer = Trainer(cfg, out_dir, progress=progress, console=console, model=model)  # no monitor: they had none
         trainer.fit()
     losses = [float(h["loss"]) for h in trainer.state.history]
     built = trainer.model
