@@ -1,4 +1,5 @@
-"""ur4rec's module graph has no import cycle (TYPE_CHECKING and function-level imports included)."""
+"""ur4rec's module graph has no import cycle (TYPE_CHECKING and function-level imports included), and ur4rec
+reaches nanprobe only through its top-level API."""
 
 from __future__ import annotations
 
@@ -110,3 +111,16 @@ def test_a_cycle_through_type_checking_and_a_function_is_found(tmp_path: Path) -
     (pkg / "sub" / "b.py").write_text("import os\n")
     assert find_cycle(import_graph(pkg, "pkg")) is None
 
+
+def test_ur4rec_uses_only_nanprobes_top_level_api() -> None:
+    """nanprobe's internals are being reorganised: ur4rec imports ``nanprobe`` itself, nothing below it, except
+    the one adapter for the terminal rendering of a diagnosis (ur4rec.demo.steps.render_diagnosis)."""
+    offenders = []
+    for path in UR4REC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                if name.startswith("nanprobe."):
+                    offenders.append(f"{path.relative_to(UR4REC).as_posix()} imports {name}")
+    assert offenders == ["demo/steps.py imports nanprobe.render"], offenders
