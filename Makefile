@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/nanprobe demo
+	$(PY) -m ur4rec.demo
 
 test: $(STAMP)
 	$(PY) -m ruff check nanprobe ur4rec tests benchmarks examples

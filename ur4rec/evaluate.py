@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     console.print(result)
     for bundle in bundles:
-        console.print(f"nanprobe bundle: {bundle}  (diagnose again: nanprobe replay {bundle})")
+        console.print(f"nanprobe bundle: {bundle}  (diagnose again: nanprobe replay {bundle})", markup=False)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result.to_dict(), f, indent=2)

@@ -93,17 +93,21 @@ class EvalResult:
 
     def table(self, names: Sequence[str] | None = None, *, title: str | None = None,
               first_column: str = "model") -> Any:
-        """A rich table of ``names`` (default: every metric) for this result and its baseline."""
+        """A rich table of ``names`` (default: every metric) for this result and its baseline (plain text: no
+        rich markup is read from the names or the title)."""
         from rich.table import Table
+        from rich.text import Text
 
         names = list(self.metrics) if names is None else list(names)
-        table = Table(title=self.summary_line() if title is None else title, title_justify="left")
-        table.add_column(first_column)
+        table = Table(title=Text(self.summary_line() if title is None else title, style="table.title"),
+                      title_justify="left")
+        table.add_column(Text(first_column))
         for n in names:
-            table.add_column(n, justify="right")
-        table.add_row(self.name, *(f"{self.metrics.get(n, math.nan):.4f}" for n in names))
+            table.add_column(Text(n), justify="right")
+        table.add_row(Text(self.name), *(f"{self.metrics.get(n, math.nan):.4f}" for n in names))
         if self.baseline is not None:
-            table.add_row(self.baseline.name, *(f"{self.baseline.metrics.get(n, math.nan):.4f}" for n in names))
+            table.add_row(Text(self.baseline.name),
+                          *(f"{self.baseline.metrics.get(n, math.nan):.4f}" for n in names))
         return table
 
     def __rich_console__(self, console: Any, options: Any) -> Any:

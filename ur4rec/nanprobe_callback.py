@@ -1,4 +1,5 @@
-"""nanprobe's monitor as a ur4rec :class:`~ur4rec.callbacks.Callback`.
+"""nanprobe's monitor as a ur4rec :class:`~ur4rec.callbacks.Callback` (``python -m ur4rec.train`` passes one to
+the trainer unless ``--no-nanprobe``; the trainer itself knows nothing of nanprobe).
 
 Training epochs run under ``nanprobe.monitor`` watching ``model.train_logits`` (a non-finite step raises, after a
 post-mortem bundle is written); evaluations run under a monitor that dumps a bundle for the first non-finite
@@ -19,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .callbacks import Callback
+import nanprobe
+
+from .callbacks import Callback, TrainerView
 
 if TYPE_CHECKING:
-    from nanprobe.monitoring.monitor import Monitor
-
-    from .trainer import Trainer
+    from nanprobe import Monitor
 
 __all__ = ["FACTORY", "NanprobeCallback", "monitored_eval"]
 
@@ -38,10 +39,9 @@ def monitored_eval(model: nn.Module, out_dir: str | Path, *, split: str, config:
     """Evaluate inside this: each ``model(**batch)`` is one step; the first non-finite one leaves a bundle
     (model rebuilt by ``ur4rec.model:build_model(**config)``), later ones are only counted by the evaluator.
     Paths of written bundles are appended to ``bundles``."""
-    from nanprobe.monitoring.monitor import monitor
-
-    mon = monitor(model, out_dir=out_dir, on_nonfinite="dump", factory=FACTORY, config=dict(config),
-                  run_config=dict(run_config) if run_config is not None else None, run_name=f"eval-{split}")
+    mon = nanprobe.monitor(model, out_dir=out_dir, on_nonfinite="dump", factory=FACTORY, config=dict(config),
+                           run_config=dict(run_config) if run_config is not None else None,
+                           run_name=f"eval-{split}")
     try:
         with mon:
             yield mon
@@ -68,17 +68,17 @@ class NanprobeCallback(Callback):
         self._per_split: Counter[str] = Counter()
         self._train_monitor: Monitor | None = None
 
-    def context(self, trainer: Trainer, phase: str) -> contextlib.AbstractContextManager[Any]:
+    def context(self, trainer: TrainerView, phase: str) -> contextlib.AbstractContextManager[Any]:
         if phase == "train" and self.train:
             return self._train(trainer)
         if phase == "eval" and self.eval:
-            split = getattr(trainer, "eval_split", None) or "eval"
+            split = trainer.eval_split or "eval"
             if self._per_split[split] < self.max_eval_bundles:
                 return self._eval(trainer, split)
         return contextlib.nullcontext()
 
     @contextlib.contextmanager
-    def _eval(self, trainer: Trainer, split: str) -> Iterator[None]:
+    def _eval(self, trainer: TrainerView, split: str) -> Iterator[None]:
         found: list[Path] = []
         try:
             with monitored_eval(trainer.model, self.out_dir, split=split, config=trainer.model.config.to_dict(),
@@ -89,13 +89,11 @@ class NanprobeCallback(Callback):
             self.bundles.extend(found)
 
     @contextlib.contextmanager
-    def _train(self, trainer: Trainer) -> Iterator[None]:
-        from nanprobe.monitoring.monitor import monitor
-
-        stage = getattr(trainer, "stage", None) or "train"
-        mon = monitor(trainer.model, out_dir=self.out_dir, on_nonfinite=self.on_nonfinite_train,
-                      methods=("train_logits",), factory=FACTORY, config=trainer.model.config.to_dict(),
-                      run_config=trainer.cfg.raw, run_name=f"train-{stage}", optimizer=trainer.optimizer)
+    def _train(self, trainer: TrainerView) -> Iterator[None]:
+        stage = trainer.stage or "train"
+        mon = nanprobe.monitor(trainer.model, out_dir=self.out_dir, on_nonfinite=self.on_nonfinite_train,
+                               methods=("train_logits",), factory=FACTORY, config=trainer.model.config.to_dict(),
+                               run_config=trainer.cfg.raw, run_name=f"train-{stage}", optimizer=trainer.optimizer)
         self._train_monitor = mon
         try:
             with mon:
@@ -104,6 +102,9 @@ class NanprobeCallback(Callback):
             self._train_monitor = None
             self.bundles.extend(mon.bundles)
 
-    def on_train_step(self, trainer: Trainer, stage: str, step: int, batch: dict[str, Any], loss: Any) -> None:
+    def on_train_step(self, trainer: TrainerView, stage: str, step: int, batch: dict[str, Any], loss: Any) -> None:
         if self._train_monitor is not None:  # the loss history tail that a bundle carries
             self._train_monitor.log(loss=loss, epoch=trainer.state.epoch)
+
+    def on_fit_end(self, trainer: TrainerView, metrics: dict[str, Any]) -> None:
+        metrics["nanprobe_bundles"] = [str(b) for b in self.bundles]

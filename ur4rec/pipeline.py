@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, DataConfig, ModelConfig, RunConfig
+from .config import ConfigError, DataConfig, RunConfig, resolve_text_dim
 from .data import SequenceData, default_data_dir, load_dataset
 from .text import build_texts, encode_cached, get_encoder
 
@@ -30,18 +30,11 @@ def load_data(cfg: DataConfig) -> SequenceData:
     return load_dataset(**data_kwargs(cfg))
 
 
-def text_dim_for(cfg: RunConfig) -> int:
-    if cfg.data.text_encoder == "minilm":
-        explicit = cfg.model.get("text_dim")
-        if explicit not in (None, 384):
-            raise ConfigError(f"model.text_dim={explicit} but the minilm encoder gives 384-d embeddings")
-        return 384
-    return int(cfg.model.get("text_dim", ModelConfig.text_dim))
-
-
 def model_config_for(cfg: RunConfig, data: SequenceData) -> dict[str, Any]:
-    """The model section completed with the data-derived sizes (num_items, num_users, text_dim)."""
-    derived = {"num_items": data.num_items, "num_users": data.num_users, "text_dim": text_dim_for(cfg)}
+    """The model section completed with the sizes it gets from the data (num_items, num_users) and the text
+    encoder (text_dim)."""
+    derived = {"num_items": data.num_items, "num_users": data.num_users,
+               "text_dim": resolve_text_dim(cfg.model, cfg.data)}
     out = dict(cfg.model)
     for key, value in derived.items():
         if key in out and key != "text_dim" and int(out[key]) != value:

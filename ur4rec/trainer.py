@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nanprobe.errors import NonFiniteError
+from nanprobe import NonFiniteError
 
 from .callbacks import Callback, CallbackList
 from .config import STAGES, ConfigError, RunConfig
@@ -32,7 +32,6 @@ from .distributed import Dist, all_reduce_grads, merge_results
 from .evaluate import build_eval_set, evaluate, evaluate_full_ranking, evaluate_popularity, left_pad, make_batches
 from .metrics import EvalResult
 from .model import UR4RecV2MoE, build_model
-from .nanprobe_callback import NanprobeCallback
 from .pipeline import data_kwargs, load_data, model_config_for, text_embeddings
 from .text import save_texts
 
@@ -112,17 +111,13 @@ def _loss(pos: torch.Tensor, neg: torch.Tensor, kind: str) -> torch.Tensor:
 class Trainer:
     def __init__(self, cfg: RunConfig, output_dir: str | Path, *, callbacks: list[Callback] | None = None,
                  progress: bool = True, dist: Dist | None = None, model: UR4RecV2MoE | None = None,
-                 console: Console | None = None, monitor: bool = True) -> None:
-        """``model``: use this model instead of ``build_model(config)`` (e.g. one built by hand, as the
-        original team did); its sizes must match the data. The trainer fills its text embeddings.
-        ``monitor``: run training and evaluation under nanprobe's monitor (:class:`NanprobeCallback`); the first
-        non-finite eval batch of a split leaves a bundle in ``<output_dir>/nanprobe/``."""
+                 console: Console | None = None) -> None:
+        """``callbacks``: everything that watches the run (e.g. nanprobe's monitor,
+        :class:`ur4rec.nanprobe_callback.NanprobeCallback`); the trainer adds none of its own.
+        ``model``: use this model instead of ``build_model(config)`` (e.g. one built by hand, as the
+        original team did); its sizes must match the data. The trainer fills its text embeddings."""
         self.cfg, self.out = cfg, Path(output_dir)
         self.callbacks = CallbackList(callbacks)
-        self.nanprobe: NanprobeCallback | None = None
-        if monitor:
-            self.nanprobe = NanprobeCallback(self.out / "nanprobe")
-            self.callbacks.callbacks.append(self.nanprobe)
         self.eval_split: str | None = None
         self.dist = dist or Dist()
         self.show_progress = progress and self.dist.is_main
@@ -334,7 +329,7 @@ class Trainer:
             self.model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model_state_dict"])
         metrics = self.final_metrics()
         metrics["train_seconds"] = train_seconds
-        metrics["nanprobe_bundles"] = [str(b) for b in self.nanprobe.bundles] if self.nanprobe is not None else []
+        self.callbacks.on_fit_end(self, metrics)
         self._save(self.checkpoint(metrics), "best.pt")
         if self.dist.is_main:
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -26,7 +26,7 @@ def main() -> int:
     console.print(outcome)
     dropout_only = dropout_only_fix(checkpoint)
     console.print(f"the original team's fix alone (sasrec_dropout 0.0 reaching the model): "
-                  f"{dropout_only} non-finite samples")
+                  f"{dropout_only} non-finite samples", markup=False)
     return report(eval_facts(outcome, dropout_only))
 
 

@@ -1,8 +1,8 @@
 """Step 1-2: choose the data, then train UR4RecV2MoE briefly the way the original team did.
 
 Their YAML (ur4rec/configs/ur4rec_moe_100k_original.yaml: original attention masking, train batch 32, eval
-batch 64, sasrec_dropout 0.0) and their model construction (original_setup.py: constructor arguments listed by
-hand, sasrec_dropout forgotten). Training is finite; the checkpoint lands in WORKDIR/original/best.pt.
+batch 64, sasrec_dropout 0.0) and their model construction (ur4rec/demo/original_setup.py: constructor arguments
+listed by hand, sasrec_dropout forgotten). Training is finite; the checkpoint lands in WORKDIR/original/best.pt.
 
     python examples/original_failure/train_like_the_original.py [--data auto|movielens|synthetic] [--quick]
 """
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from _shared import console, parser, report, save_choice
-from original_setup import build_like_the_original
 
 from ur4rec.demo import choose_data, demo_config, train, train_facts
+from ur4rec.demo.original_setup import build_like_the_original
 
 
 def main() -> int:

@@ -80,3 +80,18 @@ def test_minilm_encoder_when_installed() -> None:
     emb = enc.encode(["A space adventure.", "A romantic comedy."])
     assert emb.shape == (2, 384) and enc.dim == 384
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
+
+
+def test_minilm_install_hint_is_printed_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The hint holds "[minilm]", which rich would read as a markup tag and drop."""
+    import sys
+
+    from ur4rec.train import main
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # not installed, whatever this venv holds
+    code = main(["--quick", "--output-dir", str(tmp_path), "--no-progress", "--no-nanprobe",
+                 "--set", "data.text_encoder=minilm"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (log lines come first)
+    assert code == 2 and last.startswith("error: data.text_encoder: minilm needs sentence-transformers")
+    assert "pip install -e '.[minilm]' in the repository checkout (or use data.text_encoder: hash)" in last

@@ -149,3 +149,71 @@ def test_probe_data_batches_are_deterministic() -> None:
     assert len(a) == 2 and a[0]["input_ids"].shape == (8, 12) and a[0]["candidates"].shape == (8, 11)
     assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
     assert a[0]["input_ids"].dtype == torch.long and a[0]["user_ids"].tolist() == list(range(1, 9))
+
+
+def test_trainer_monitors_nothing_unless_given_a_callback(tiny_config_path: Path, tmp_path: Path) -> None:
+    """The trainer runs the callbacks its caller gives it and no others: no nanprobe monitor of its own."""
+    from ur4rec.nanprobe_callback import NanprobeCallback
+
+    cfg = load_config(tiny_config_path).with_overrides(
+        {**ORIGINAL, "train.stages": {"pretrain_sasrec": {"epochs": 1, "lr": 0.003}}})
+    plain = Trainer(cfg, tmp_path / "plain", progress=False).fit()
+    assert plain["test"]["nonfinite_samples"] > 0  # something to catch, and nothing caught it
+    assert "nanprobe_bundles" not in plain and not (tmp_path / "plain" / "nanprobe").exists()
+    watched = Trainer(cfg, tmp_path / "watched", progress=False,
+                      callbacks=[NanprobeCallback(tmp_path / "bundles")]).fit()
+    assert watched["nanprobe_bundles"] and all(Path(b).parent == tmp_path / "bundles"
+                                               for b in watched["nanprobe_bundles"])
+    saved = json.loads((tmp_path / "watched" / "metrics.json").read_text())
+    assert saved["nanprobe_bundles"] == watched["nanprobe_bundles"]  # on_fit_end runs before metrics are written
+
+
+def test_the_cli_passes_the_monitor_unless_told_not_to(tiny_config_path: Path, tmp_path: Path) -> None:
+    argv = ["--config", str(tiny_config_path), "--no-progress", "--set", "model.attention_mask_style=original",
+            "--set", "train.stages={pretrain_sasrec: {epochs: 1, lr: 0.003}}"]
+    assert main([*argv, "--output-dir", str(tmp_path / "on")]) == 0
+    assert sorted(p.name.split("-step")[0] for p in (tmp_path / "on" / "nanprobe").iterdir()) == [
+        "eval-test", "eval-val"]
+    assert main([*argv, "--output-dir", str(tmp_path / "off"), "--no-nanprobe"]) == 0
+    assert (tmp_path / "off" / "best.pt").is_file() and not (tmp_path / "off" / "nanprobe").exists()
+
+
+def test_nested_set_on_the_command_line(tiny_config_path: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--config", str(tiny_config_path), "--output-dir", str(tmp_path), "--no-progress", "--no-nanprobe"]
+    assert main([*base, "--set", "train.stages.pretrain_sasrec.epochs=1"]) == 0
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert [h["stage"] for h in history] == ["pretrain_sasrec", "pretrain_retriever", "joint_finetune", "end_to_end"]
+    capsys.readouterr()
+    assert main([*base, "--set", "train.stages.pretrain_sasrec.epoch=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: cannot set train.stages.pretrain_sasrec.epoch: unknown key 'epoch' in "
+                           "train.stages.pretrain_sasrec (valid keys: epochs, lr)")
+
+
+@pytest.mark.slow
+def test_quick_run_from_the_command_line(tmp_path: Path) -> None:
+    """`python -m ur4rec.train --quick`: every stage, on synthetic data, under the monitor, in seconds."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "ur4rec.train", "--quick", "--output-dir", str(tmp_path / "q"),
+                           "--no-progress"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+                          check=False)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "q" / "metrics.json").read_text())
+    assert {h["stage"] for h in metrics["history"]} == {"pretrain_sasrec", "pretrain_retriever", "joint_finetune",
+                                                        "end_to_end"}
+    assert metrics["data"]["name"].startswith("synthetic") and metrics["data"]["users"] == 200
+    assert metrics["test"]["nonfinite_samples"] == 0 and metrics["nanprobe_bundles"] == []  # monitored, clean
+    assert metrics["test"]["metrics"]["hit@10"] > metrics["test"]["baseline"]["metrics"]["hit@10"]
+    print(f"python -m ur4rec.train --quick: {seconds:.1f} s wall")
+    help_text = subprocess.run([sys.executable, "-m", "ur4rec.train", "--help"], capture_output=True, text=True,
+                               env=env, check=True).stdout
+    assert "--quick" in " ".join(help_text.split()) and "s on 2 CPU cores" in " ".join(help_text.split())

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from nanprobe.errors import InputError
+from nanprobe import InputError
 
 from . import fetch_movielens, load_dataset, locate_movielens
 

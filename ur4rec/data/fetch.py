@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from nanprobe.errors import InputError
+from nanprobe import InputError
 
 from .files import find_format
 

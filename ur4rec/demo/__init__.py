@@ -1,7 +1,9 @@
-"""The original failure, end to end: the steps behind ``nanprobe demo`` and ``examples/original_failure/``.
+"""The original failure, end to end: ``python -m ur4rec.demo`` (``make demo``), and the steps behind it that
+``examples/original_failure/`` runs one by one.
 
 The original team's mistaken construction (constructor arguments listed by hand, ``sasrec_dropout`` forgotten)
-lives only in ``examples/original_failure/original_setup.py`` and is passed in as ``build_original``.
+lives only in :mod:`ur4rec.demo.original_setup`; the entry point passes it to :func:`run_demo` as
+``build_original``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from .steps import (
     demo_config,
     dropout_only_fix,
     evaluate_monitored,
-    replay_bundle,
+    render_diagnosis,
     trace_checkpoint,
     train,
 )
@@ -38,8 +40,8 @@ __all__ = [
     "eval_facts",
     "evaluate_monitored",
     "fixed_facts",
+    "render_diagnosis",
     "render_facts",
-    "replay_bundle",
     "run_demo",
     "trace_checkpoint",
     "trace_facts",

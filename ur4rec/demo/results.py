@@ -138,6 +138,9 @@ class EvalOutcome:
 
 @dataclass
 class TraceOutcome:
+    """The diagnosis of the original checkpoint. ``argv``: the ``nanprobe`` command line that gives the same
+    report; ``exit_code``: the exit status that command has on it (1: non-finite found)."""
+
     report: dict[str, Any]
     exit_code: int
     seconds: float
@@ -157,8 +160,8 @@ class TraceOutcome:
         r = self.report
         first, verdict = r.get("first_nonfinite") or {}, r.get("verdict") or {}
         found = "non-finite found" if self.exit_code == 1 else "clean"
-        yield Text(f"$ nanprobe {' '.join(self.argv)}   (exit {self.exit_code}: {found}; {self.seconds:.0f} s; "
-                   f"full report: {self.text_path})", style="dim")
+        yield Text(f"nanprobe.diagnose, as `nanprobe {' '.join(self.argv)}` runs it ({found}: exit "
+                   f"{self.exit_code}; {self.seconds:.0f} s; full report: {self.text_path})", style="dim")
         yield Text(f"verdict: {verdict.get('cause')}", style="bold")
         yield Text(f"  {verdict.get('summary', '')}")
         yield Text(f"origin: {first.get('module')} ({first.get('module_type')}), op {first.get('op')}, "

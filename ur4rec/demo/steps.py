@@ -1,15 +1,14 @@
 """The steps of the original-failure demo, each a plain function returning a result object.
 
-``nanprobe demo`` and the scripts in ``examples/original_failure/`` both call these. The original team's
+``python -m ur4rec.demo`` and the scripts in ``examples/original_failure/`` both call these. The original team's
 mistaken model construction is *not* here: it is passed in as ``build`` (it lives in
-``examples/original_failure/original_setup.py``), so ur4rec itself never builds a model that way.
+:mod:`ur4rec.demo.original_setup`), so the steps themselves never build a model that way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import os
 import time
@@ -19,7 +18,9 @@ from typing import Any
 
 import torch
 import yaml
-from rich.console import Console
+from rich.console import Console, RenderableType
+
+import nanprobe
 
 from ..config import RunConfig
 from ..data import DatasetNotFoundError, SequenceData, fetch_movielens, locate_movielens
@@ -30,11 +31,12 @@ from ..probe_data import eval_batches
 from ..trainer import Trainer
 from .results import DataChoice, EvalOutcome, TraceOutcome, TrainOutcome
 
-__all__ = ["ORIGINAL_CONFIG", "Builder", "choose_data", "demo_config", "dropout_only_fix", "evaluate_monitored",
-           "padded_rows", "replay_bundle", "threads", "trace_checkpoint", "train"]
+__all__ = ["ORIGINAL_CONFIG", "TRACE_BATCHES", "Builder", "choose_data", "demo_config", "dropout_only_fix",
+           "evaluate_monitored", "padded_rows", "render_diagnosis", "threads", "trace_checkpoint", "train"]
 
 ORIGINAL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ur4rec_moe_100k_original.yaml"
 EVAL_BATCH_SIZE = 64  # where the original team saw "0 valid batches, 15 skipped"
+TRACE_BATCHES = 8  # batches the trace step diagnoses unless told (as many as `nanprobe trace` takes by default)
 
 # (model, {"data": ...}, stages) per size. Stages are short: the demo is about the failure, not the last 0.01.
 _SYNTHETIC = {"source": "synthetic", "num_negatives": 99,
@@ -106,6 +108,7 @@ def demo_config(data: DataChoice, *, fixed: bool = False, quick: bool = False) -
         raw["model"]["text_dim"] = 128
     if quick:
         raw["model"].update(_QUICK_MODEL)
+        raw["train"]["num_threads"] = 1  # ops this small run slower on a second thread
     if fixed:
         del raw["model"]["attention_mask_style"]
     return RunConfig.from_dict(raw, path=str(ORIGINAL_CONFIG))
@@ -121,7 +124,7 @@ def train(cfg: RunConfig, out_dir: str | Path, *, build: Builder | None = None, 
             data = load_data(cfg.data)
             torch.manual_seed(cfg.train.seed)
             model = build(cfg, data)
-        trainer = Trainer(cfg, out_dir, progress=progress, console=console, model=model, monitor=False)
+        trainer = Trainer(cfg, out_dir, progress=progress, console=console, model=model)  # no monitor: they had none
         trainer.fit()
     losses = [float(h["loss"]) for h in trainer.state.history]
     built = trainer.model
@@ -172,40 +175,41 @@ def dropout_only_fix(checkpoint: str | Path, *, batch_size: int = EVAL_BATCH_SIZ
     return evaluate(model, batches).nonfinite_samples
 
 
-def _nanprobe(argv: list[str], json_path: Path, text_path: Path, num_threads: int) -> tuple[int, dict[str, Any]]:
-    """Run the nanprobe CLI in-process: report text to ``text_path``, the JSON report parsed and returned."""
-    from nanprobe.cli.main import main
+def render_diagnosis(report: dict[str, Any]) -> RenderableType:
+    """nanprobe's terminal report of a diagnosis (what ``nanprobe trace`` prints).
 
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    err = io.StringIO()
-    with threads(num_threads), text_path.open("w", encoding="utf-8") as f:
-        code = main([*argv, "--json", str(json_path), "--no-color"], stdout=f, stderr=err)
-    if code not in (0, 1) or not json_path.is_file():
-        raise RuntimeError(f"nanprobe {argv[0]} exited {code}: {err.getvalue().strip()[-500:]}")
-    return code, json.loads(json_path.read_text())
+    The one place where ur4rec reaches below nanprobe's top-level API: nanprobe exports no renderer yet, and
+    ``nanprobe.render`` is being renamed. When it moves, this import is the line to change."""
+    from nanprobe.render import render_diagnosis as render
 
-
-def replay_bundle(bundle: str | Path, out_dir: str | Path, *, num_threads: int = 2) -> tuple[int, dict[str, Any]]:
-    """``nanprobe replay BUNDLE --json replay.json`` in-process (report text in ``replay.txt``)."""
-    out = Path(out_dir)
-    return _nanprobe(["replay", str(bundle)], out / "replay.json", out / "replay.txt", num_threads)
+    return render(report)
 
 
 def trace_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, max_batches: int | None = None,
                      num_threads: int = 2) -> TraceOutcome:
-    """``nanprobe trace CHECKPOINT --json trace.json`` in-process; the terminal report goes to ``trace.txt``."""
-    out = Path(out_dir)
-    json_path, text_path = out / "trace.json", out / "trace.txt"
-    argv = ["trace", str(checkpoint)]
-    if max_batches:
-        argv += ["--max-batches", str(max_batches)]
+    """``nanprobe.diagnose`` on the checkpoint's model and its first ``max_batches`` (default
+    :data:`TRACE_BATCHES`) recorded eval batches, in the recorded mode, with the recorded run config for the
+    config audit: what ``nanprobe trace CHECKPOINT`` runs. The JSON report goes to ``trace.json``, the terminal
+    report to ``trace.txt``."""
     t0 = time.perf_counter()
-    code, report = _nanprobe(argv, json_path, text_path, num_threads)
-    argv += ["--json", str(json_path)]
-    _, kwargs = _spec(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, text_path = out / "trace.json", out / "trace.txt"
+    ckpt, kwargs = _spec(checkpoint)
+    model = build_model(**ckpt["config"])
+    model.load_state_dict(ckpt["model_state_dict"])
+    n = max_batches or TRACE_BATCHES
+    batches = eval_batches(**{**kwargs, "max_batches": n})
+    meta = ckpt["nanprobe"]
+    with threads(num_threads):
+        diagnosis = nanprobe.diagnose(model, batches, mode=meta.get("mode") or "eval", config=meta.get("run_config"))
+    diagnosis.to_json(json_path, nanprobe_version=nanprobe.__version__)
+    report = json.loads(json_path.read_text())
+    with text_path.open("w", encoding="utf-8") as f:
+        Console(file=f, no_color=True, color_system=None, highlight=False, emoji=False).print(render_diagnosis(report))
+    argv = ["trace", str(checkpoint), "--max-batches", str(n), "--json", str(json_path)]
     index = (report.get("first_nonfinite") or {}).get("batch_index")
-    batch = None
-    if index is not None:
-        batch = eval_batches(**{**kwargs, "max_batches": int(index) + 1})[int(index)]
-    return TraceOutcome(report=report, exit_code=code, seconds=time.perf_counter() - t0, json_path=json_path,
-                        text_path=text_path, argv=argv, batch=batch)
+    batch = batches[int(index)] if index is not None else None
+    return TraceOutcome(report=report, exit_code=1 if report.get("status") == "nonfinite" else 0,
+                        seconds=time.perf_counter() - t0,
+                        json_path=json_path, text_path=text_path, argv=argv, batch=batch)

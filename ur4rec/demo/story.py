@@ -1,4 +1,4 @@
-"""The whole demo in order (what ``nanprobe demo`` runs), reporting through a small callback interface."""
+"""The whole demo in order (what ``python -m ur4rec.demo`` runs), reporting through a small callback interface."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ class DemoReport:
 def run_demo(reporter: Reporter, *, data: str = "auto", quick: bool = False, workdir: str | Path,
              build_original: Builder, console: Console | None = None, progress: bool = True) -> DemoReport:
     """Run the six steps; every expected fact is checked on what ran. ``build_original(cfg, data)`` is the
-    original team's hand-built construction (from examples/original_failure/original_setup.py)."""
+    original team's hand-built construction (:func:`ur4rec.demo.original_setup.build_like_the_original`)."""
     t0 = time.perf_counter()
     work = Path(workdir)
     rep = DemoReport()
@@ -130,7 +130,7 @@ def run_demo(reporter: Reporter, *, data: str = "auto", quick: bool = False, wor
 
     if ok:
         reporter.step(4, STEPS[3])
-        with reporter.busy("nanprobe trace: control run, localization, replay variants"):
+        with reporter.busy("nanprobe.diagnose: control run, localization, replay variants"):
             rep.trace = trace_checkpoint(rep.original.checkpoint, work / "trace", max_batches=2 if quick else None,
                                          num_threads=cfg.train.num_threads)
         reporter.show(rep.trace)

@@ -3,14 +3,16 @@
 This is the one place in the repository that reproduces their mistake on purpose: ``sasrec_dropout`` is not in
 the list, so the YAML's ``sasrec_dropout: 0.0`` never reaches the model (which keeps its default 0.1). The YAML
 itself (ur4rec/configs/ur4rec_moe_100k_original.yaml) carries the rest of their setup: the original attention
-masking, train batch 32, eval batch 64. ur4rec's own trainer builds models with ``build_model(config)``.
+masking, train batch 32, eval batch 64. Only the demo's entry point (``python -m ur4rec.demo``) and
+``examples/original_failure/train_like_the_original.py`` use it, passing it to the demo's ``train`` step;
+ur4rec's own trainer builds models with ``build_model(config)``.
 """
 
 from __future__ import annotations
 
-from ur4rec.config import ModelConfig, RunConfig
-from ur4rec.data import SequenceData
-from ur4rec.model import UR4RecV2MoE
+from ..config import ModelConfig, RunConfig
+from ..data import SequenceData
+from ..model import UR4RecV2MoE
 
 __all__ = ["build_like_the_original"]
 
