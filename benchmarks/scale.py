@@ -11,6 +11,7 @@ Headline figures: the trace's wall time and peak RSS as ratios to the baseline's
     python benchmarks/scale.py --readme                    # gpt2-small and gpt2-deep: results/ and README
     python benchmarks/scale.py --quick                     # tiny sizes into a temp dir (< 1 minute)
     python benchmarks/scale.py --device cuda --out DIR     # on a GPU (benchmarks/gpu_check.sh)
+    python benchmarks/scale.py --from benchmarks/results/scale.json --readme   # re-render only
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,16 @@ def measure_size(case: Case, *, work: Path, threads: int, device: str, repeat: i
     return row
 
 
+def thin(timeline: list[dict[str, Any]], seconds: float = 0.5) -> list[dict[str, Any]]:
+    """One sample per ``seconds`` of the trace's RSS timeline: the one with the highest RSS (peaks survive)."""
+    buckets: dict[int, dict[str, Any]] = {}
+    for s in timeline:
+        key = int(s["t"] // seconds)
+        if key not in buckets or s["rss_mib"] > buckets[key]["rss_mib"]:
+            buckets[key] = s
+    return [buckets[k] for k in sorted(buckets)]
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 2)
 
@@ -157,25 +169,31 @@ def readme_block(result: dict[str, Any], image: str) -> str:
     met = {k: small["ratios"][k.split("_")[0]] <= v for k, v in TARGETS.items()}
     loads = [x for r in result["sizes"] for kind in ("baseline", "trace") for run in r[kind]["runs"]
              for x in run.get("loadavg_1m", [])]
+    runs = "one fresh process" if result["repeat"] == 1 else f"the median of {result['repeat']} fresh processes"
+    scale = f"{small['overflow_scale']:.0e}".replace("e+", "e")
+    how = (f"Measured with `python benchmarks/scale.py --readme` ({result['seconds']:.0f} s) on {m['cores']} CPU "
+           f"cores, {result['threads']} threads, torch {m['torch']}, transformers {m['transformers']}, device "
+           f"{result['device']}. Each figure is {runs}: the baseline is `torch.load` + build + `load_state_dict` + "
+           "one forward under `no_grad`; the trace is `nanprobe trace CKPT --model "
+           "benchmarks.scale_models:build_gpt2 --batches B.pt --json R.json`. Wall time includes interpreter start "
+           "and imports; RSS is the process's peak (`ru_maxrss`). The faulty weight is "
+           f"`h.{{n_layer/2}}.mlp.c_fc.weight` x {scale}; one batch of {small['batch'][0]}x{small['batch'][1]} "
+           "tokens. The sentinel column is the monitor around an AdamW step of the clean model (timed interleaved "
+           "in one process).")
+    if loads:
+        how += (f" The machine's 1-minute load average during the runs was {min(loads):.1f} to {max(loads):.1f}: "
+                "other jobs shared the cores, which inflates wall times (never RSS).")
+    targets = (f"Targets on gpt2-small: trace wall <= {TARGETS['wall_ratio']:g}x the baseline "
+               f"({'met' if met['wall_ratio'] else 'not met'}: {small['ratios']['wall']:.2f}x), peak RSS <= "
+               f"{TARGETS['rss_ratio']:g}x ({'met' if met['rss_ratio'] else 'not met'}: "
+               f"{small['ratios']['rss']:.2f}x). Per-stage seconds and RSS of each trace are in "
+               "`benchmarks/results/scale.json` (`trace.runs[].profile`).")
     return "\n".join([
-        f"Measured with `python benchmarks/scale.py --readme` ({result['seconds']:.0f} s) on {m['cores']} CPU "
-        f"cores, {result['threads']} threads, torch {m['torch']}, transformers {m['transformers']}, device "
-        f"{result['device']}. Each figure is one fresh process (median of {result['repeat']}): the baseline is "
-        "`torch.load` + build + `load_state_dict` + one forward under `no_grad`; the trace is `nanprobe trace CKPT "
-        "--model benchmarks.scale_models:build_gpt2 --batches B.pt --json R.json`. Wall time includes interpreter "
-        "start and imports; RSS is the process's peak (`ru_maxrss`). The faulty weight is "
-        f"`h.{{n_layer/2}}.mlp.c_fc.weight` x {small['overflow_scale']:.0e}; batch {small['batch'][0]}x"
-        f"{small['batch'][1]} tokens. The sentinel column is the monitor around an AdamW step of the clean model "
-        "(timed interleaved in one process)."
-        + (f" The machine's 1-minute load average during the runs was {min(loads):.1f} to {max(loads):.1f}: other "
-           "jobs shared the cores, which inflates wall times (never RSS)." if loads else ""),
+        textwrap.fill(how, 115, break_on_hyphens=False, break_long_words=False),
         "",
         markdown_table(result),
         "",
-        f"Targets on gpt2-small: trace wall <= {TARGETS['wall_ratio']:g}x the baseline "
-        f"({'met' if met['wall_ratio'] else 'not met'}: {small['ratios']['wall']:.2f}x), peak RSS <= "
-        f"{TARGETS['rss_ratio']:g}x ({'met' if met['rss_ratio'] else 'not met'}: {small['ratios']['rss']:.2f}x). "
-        "Per-stage seconds and RSS of each trace are in `benchmarks/results/scale.json` (`trace.runs[].profile`).",
+        textwrap.fill(targets, 115, break_on_hyphens=False, break_long_words=False),
         "",
         f"![trace cost against model size]({image})",
     ])
@@ -236,23 +254,8 @@ def machine() -> dict[str, Any]:
 
 
 # -- main -------------------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, into a temp dir (for the smoke test)")
-    parser.add_argument("--sizes", nargs="+", choices=tuple(SIZES), help="default: gpt2-small gpt2-deep")
-    parser.add_argument("--out", type=Path, help="write scale.json and scale.png here "
-                                                 "(default: benchmarks/results; with --quick a temp dir)")
-    parser.add_argument("--readme", action="store_true", help="replace the scale block of README.md")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads in every child (default 2)")
-    parser.add_argument("--repeat", type=int, default=1, help="baseline and trace runs per size (medians)")
-    parser.add_argument("--no-train", action="store_true", help="skip the sentinel train-step overhead")
-    parser.add_argument("--train-rounds", type=int, default=None, help="interleaved rounds (default 3, quick 2)")
-    parser.add_argument("--cases", type=Path, help="keep checkpoints, logs and reports here (default: temp)")
-    args = parser.parse_args(argv)
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
-    out = args.out or (Path(tempfile.mkdtemp(prefix="nanprobe-scale-")) if args.quick else RESULTS)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result: dict[str, Any] = {"machine": machine(), "device": args.device, "threads": args.threads,
                               "repeat": args.repeat, "quick": args.quick, "targets": TARGETS, "sizes": []}
@@ -273,19 +276,48 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['trace']['report']['module']}: {row['trace']['report']['cause']}"
                   + (f" | sentinel train x{row['train']['ratio']}" if "train" in row else ""), flush=True)
     result["seconds"] = round(time.perf_counter() - started, 1)
-    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
+    return result
+
+
+def publish(result: dict[str, Any], out: Path, *, readme: bool) -> None:
+    """scale[_DEVICE].json and .png into ``out``, the table on stdout, and with ``readme`` the README block."""
+    suffix = "" if result["device"] == "cpu" else f"_{result['device'].split(':')[0]}"
+    for row in result["sizes"]:
+        for run in row["trace"]["runs"]:
+            run["timeline"] = thin(run["timeline"])
     (out / f"scale{suffix}.json").write_text(json.dumps(result, indent=1))
     try:
         plot(result, out / f"scale{suffix}.png")
     except ImportError:
         print("matplotlib is not installed: no plot", file=sys.stderr)
-    table = markdown_table(result)
-    print(table)
+    print(markdown_table(result))
     print(f"wrote {out / f'scale{suffix}.json'}")
-    if args.readme:
+    if readme:
         image = os.path.relpath(out / f"scale{suffix}.png", README.parent)
         README.write_text(replace_block(README.read_text(), readme_block(result, image)))
         print(f"updated {README}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, into a temp dir (for the smoke test)")
+    parser.add_argument("--sizes", nargs="+", choices=tuple(SIZES), help="default: gpt2-small gpt2-deep")
+    parser.add_argument("--out", type=Path, help="write scale.json and scale.png here "
+                                                 "(default: benchmarks/results; with --quick a temp dir)")
+    parser.add_argument("--readme", action="store_true", help="replace the scale block of README.md")
+    parser.add_argument("--from", dest="source", type=Path, metavar="JSON",
+                        help="measure nothing: render the table, plot (and README) from a saved scale.json")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in every child (default 2)")
+    parser.add_argument("--repeat", type=int, default=1, help="baseline and trace runs per size (medians)")
+    parser.add_argument("--no-train", action="store_true", help="skip the sentinel train-step overhead")
+    parser.add_argument("--train-rounds", type=int, default=None, help="interleaved rounds (default 3, quick 2)")
+    parser.add_argument("--cases", type=Path, help="keep checkpoints, logs and reports here (default: temp)")
+    args = parser.parse_args(argv)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="nanprobe-scale-")) if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    result = json.loads(args.source.read_text()) if args.source else measure(args)
+    publish(result, out, readme=args.readme)
     return 0
 
 
