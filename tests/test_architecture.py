@@ -22,8 +22,9 @@ def _called(tree: ast.Module, name: str) -> bool:
                                              == name) for n in ast.walk(tree))
 
 
-def test_no_import_cycles_in_nanprobe() -> None:
+def test_no_import_cycles_in_nanprobe_or_ur4rec() -> None:
     assert find_cycles(import_graph(ROOT, "nanprobe")) == []
+    assert find_cycles(import_graph(ROOT, "ur4rec")) == []
 
 
 def test_the_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
@@ -37,8 +38,14 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
             from pkg.a import thing
     """))
     (pkg / "c.py").write_text("def f():\n    from . import a\n")
+    (pkg / "sub").mkdir()
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "d.py").write_text("from ..a import x\nimport pkg.sub\n")
     assert find_cycles(import_graph(tmp_path, "pkg")) == [["pkg.a", "pkg.b", "pkg.a"]]
-    assert "pkg.a" in import_graph(tmp_path, "pkg")["pkg.c"]
+    graph = import_graph(tmp_path, "pkg")
+    assert "pkg.a" in graph["pkg.c"] and graph["pkg.sub.d"] == {"pkg.a", "pkg.sub"}
+    (pkg / "b.py").write_text("import os\n")
+    assert find_cycles(import_graph(tmp_path, "pkg")) == []
 
 
 def test_nanprobe_never_imports_ur4rec() -> None:

@@ -39,9 +39,10 @@ def monitored_eval(model: nn.Module, out_dir: str | Path, *, split: str, config:
     """Evaluate inside this: each ``model(**batch)`` is one step; the first non-finite one leaves a bundle
     (model rebuilt by ``ur4rec.model:build_model(**config)``), later ones are only counted by the evaluator.
     Paths of written bundles are appended to ``bundles``."""
+    # time_budget=None: an evaluation is not a training step to keep moving; the bundle gets the whole diagnosis
     mon = nanprobe.monitor(model, out_dir=out_dir, on_nonfinite="dump", factory=FACTORY, config=dict(config),
                            run_config=dict(run_config) if run_config is not None else None,
-                           run_name=f"eval-{split}")
+                           run_name=f"eval-{split}", time_budget=None)
     try:
         with mon:
             yield mon

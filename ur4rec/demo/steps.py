@@ -203,7 +203,7 @@ def trace_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, max_batches
     meta = ckpt["nanprobe"]
     with threads(num_threads):
         diagnosis = nanprobe.diagnose(model, batches, mode=meta.get("mode") or "eval", config=meta.get("run_config"))
-    diagnosis.to_json(json_path, nanprobe_version=nanprobe.__version__)
+    diagnosis.write_json(json_path)
     report = json.loads(json_path.read_text())
     with text_path.open("w", encoding="utf-8") as f:
         Console(file=f, no_color=True, color_system=None, highlight=False, emoji=False).print(render_diagnosis(report))

@@ -15,10 +15,10 @@ import pytest
 
 from nanprobe.cli import cmd_demo
 from nanprobe.cli.main import main as nanprobe_main
-from tests.ur4rec.test_architecture import import_graph
+from tests.architecture import import_graph
 from ur4rec.demo import cli
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _demo(argv: list[str]) -> tuple[int, str, str]:
@@ -111,7 +111,7 @@ def test_the_mistake_lives_only_in_original_setup() -> None:
     """ur4rec builds its models from the config; the hand-listed construction is one module of the demo, which
     only the demo's entry point imports."""
     src = ROOT / "ur4rec"
-    graph = import_graph(src, "ur4rec")
+    graph = import_graph(ROOT, "ur4rec")
     assert sorted(m for m, deps in graph.items() if "ur4rec.demo.original_setup" in deps) == ["ur4rec.demo.cli"]
     hand_built = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.py")
                         if "UR4RecV2MoE(ModelConfig(" in p.read_text())
