@@ -185,9 +185,11 @@ def baseline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def trace(args: argparse.Namespace) -> dict[str, Any]:
-    """``nanprobe trace`` in this very process, sampled."""
+    """``nanprobe trace`` in this very process, sampled, set up as the console script sets itself up."""
     from nanprobe.cli.main import main as nanprobe_main
+    from nanprobe.cli.memory import release_freed_memory
 
+    release_freed_memory()
     imports = time.perf_counter() - STARTED
     cuda = _cuda(args.device)
     if cuda:

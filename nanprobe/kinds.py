@@ -9,10 +9,12 @@ projection :meth:`Kind.coarse` (``POSINF``/``NEGINF`` both become ``INF``).
 from __future__ import annotations
 
 import enum
+import math
 
 import torch
 
-__all__ = ["FINITE", "INF", "NAN", "NEGINF", "POSINF", "Kind", "nonfinite_tensors", "report_kind", "tensor_kinds"]
+__all__ = ["FINITE", "INF", "NAN", "NEGINF", "POSINF", "Kind", "nonfinite_tensors", "report_kind", "sum_kinds",
+           "tensor_kinds"]
 
 
 class Kind(enum.IntFlag):
@@ -81,11 +83,34 @@ def tensor_kinds(t: torch.Tensor) -> Kind:
     return Kind(found)
 
 
+def sum_kinds(t: torch.Tensor) -> Kind:
+    """The kinds of a tensor's non-finite values as its sum tells them, in one pass: ``NAN`` for a NaN sum
+    (NaN present, or infinities of both signs), one infinity for an infinite sum (which a finite sum that
+    overflows also gives). For values already known to carry NaN/Inf on (a propagating op's output), where
+    the exact count (:func:`tensor_kinds`) costs four more passes."""
+    x = t.detach()
+    try:
+        if x.is_nested or x.numel() == 0 or not (x.dtype.is_floating_point or x.dtype.is_complex):
+            return tensor_kinds(x)
+        total = (x.abs() if x.is_complex() else x).sum().item()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return FINITE
+    if total != total:
+        return NAN
+    if total == float("inf"):
+        return POSINF
+    if total == float("-inf"):
+        return NEGINF
+    return FINITE
+
+
 def nonfinite_tensors(named: list[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names of the floating/complex tensors (e.g. a model's parameters and buffers) holding NaN/Inf, with
-    one host read for the whole list."""
+    """Names of the floating/complex tensors (e.g. a model's parameters and buffers) holding NaN/Inf: one sum
+    per tensor (no temporary; a NaN or Inf makes it non-finite), one host read for them all, and an exact
+    check only of the suspects (a finite sum can overflow)."""
     candidates = [(n, t.detach()) for n, t in named if (t.is_floating_point() or t.is_complex()) and t.numel()]
     if not candidates:
         return []
-    flags = torch.stack([torch.isfinite(t).all().cpu() for _, t in candidates]).tolist()
-    return [n for (n, _), ok in zip(candidates, flags) if not ok]
+    sums = torch.stack([(t.abs() if t.is_complex() else t).sum(dtype=torch.float32).cpu() for _, t in candidates])
+    suspects = [(n, t) for (n, t), s in zip(candidates, sums.tolist()) if not math.isfinite(s)]
+    return [n for n, t in suspects if not bool(torch.isfinite(t).all())]

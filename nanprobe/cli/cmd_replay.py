@@ -21,8 +21,9 @@ whether the origin is the one the bundle recorded."""
 
 EPILOG = """\
 exit status:
-  0  clean: the replay did not reproduce a non-finite value
-  1  it did, and the diagnosis was printed
+  0  the bundle recorded no failure (an early-warning bundle) and the replay is clean
+  1  the bundle recorded a failure: the replay reproduced it (its diagnosis is printed), or it did not
+     (NOT REPRODUCED: where the recorded value came from, and what in the run's history explains it)
   2  BUNDLE is missing or incomplete, or the model cannot be rebuilt (one line on stderr)
 
 examples:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     try:
         model = method_adapter(loaded.model, bundle.method)
         diagnosis = diagnose(model, [batch], mode=bundle.mode, backward=bundle.backward, config=run_config,
-                             rng_states=[rng])
+                             rng_states=[rng], history=bundle.history or None)
     except ModelRaised as e:
         raise InputError(f"{e} (the bundle's batch)") from e
     report = ReplayReport.from_dict(diagnosis.to_dict())
@@ -89,16 +90,55 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     same = origin is not None and recorded is not None and origin == recorded.module
     report.bundle = BundleInfo(path=str(bundle.path), step=bundle.step, rank=bundle.rank,
                                recorded_first_nonfinite=recorded, same_origin=same)
-    ctx.out.print(render_diagnosis(report))
-    recorded_module = recorded.module if recorded is not None else None
+    failed = bundle.report.status == "nonfinite"
+    line: Text | None = None
     if report.nonfinite:
+        report.reproduced = True if failed else None
+        recorded_module = recorded.module if recorded is not None else None
         verdict = "the same origin as recorded" if same else f"recorded {recorded_module!r}"
-        ctx.out.print(Text(f"replay: origin {origin!r} ({verdict})", style="bold" if same else "yellow"))
-    else:
-        ctx.out.print(Text(f"replay: clean; the bundle recorded {recorded_module!r} "
-                           f"({recorded.kind if recorded else None}) at step {bundle.step}", style="yellow"))
+        line = Text(f"replay: origin {origin!r} ({verdict})", style="bold" if same else "yellow")
+    elif failed:
+        line = _not_reproduced(bundle, report)
+    ctx.out.print(render_diagnosis(report))
+    if line is not None:
+        ctx.out.print(line)
     if args.json:
         write_report(args.json, report)
         ctx.note(f"nanprobe: wrote {args.json}")
-    return 1 if report.nonfinite else 0
+    return 1 if failed or report.nonfinite else 0
+
+
+_CAME_FROM = {
+    "loss": "the loss, which is computed outside the model",
+    "backward": "the gradients (a backward through code outside the model, or its loss)",
+    "forward": "the model's output",
+}
+
+
+def _not_reproduced(bundle: Any, report: Any) -> Text:
+    """The re-run from the saved batch and RNG is finite although the bundle recorded a failure: say so, say
+    where the recorded value came from, and let the run's history explain it when it can."""
+    from nanprobe.diagnosis.dynamics import analyze
+    from nanprobe.diagnosis.verdict import divergence_verdict
+    from nanprobe.report import Verdict
+
+    recorded = bundle.report.first_nonfinite
+    phase = bundle.report.monitor.phase if bundle.report.monitor is not None else None
+    where = _CAME_FROM.get(phase or "forward", "the model's output")
+    kind = recorded.kind if recorded is not None else "non-finite value"
+    head = f"NOT REPRODUCED: the recorded {kind} at step {bundle.step} came from {where}"
+    divergence = analyze(bundle.history) if bundle.history else None
+    note = (f"{head}; the re-run of the saved batch from its saved RNG is finite")
+    if divergence is not None:
+        report.verdict = divergence_verdict(divergence, note=note)
+        head += f"; the history explains it: {divergence.growths[0].describe()} (training_divergence)"
+    else:
+        report.verdict = bundle.report.verdict or Verdict(
+            cause="unknown", summary=f"{head}; the re-run of the saved batch is finite.", evidence=[note],
+            fix="the failure depends on state the bundle does not hold (the loss or optimizer code outside the "
+                "model, weights changed since): monitor the loss (mon.check_loss) and gradients "
+                "(mon.after_backward), or use nanprobe's framework callbacks")
+        head += "; the history shows no divergence that explains it"
+    report.status, report.first_nonfinite, report.reproduced = "nonfinite", recorded, False
+    return Text(head, style="bold yellow")
 

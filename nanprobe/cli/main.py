@@ -156,7 +156,10 @@ def _one_line(message: str) -> str:
 
 
 def entry() -> NoReturn:
-    """The ``nanprobe`` console script."""
+    """The ``nanprobe`` console script (its own process: freed memory goes back to the OS)."""
+    from nanprobe.cli.memory import release_freed_memory
+
+    release_freed_memory()
     sys.exit(main())
 
 

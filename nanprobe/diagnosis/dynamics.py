@@ -132,7 +132,15 @@ def fit_growth(points: Sequence[tuple[int, float]], signal: str = "",
     # the growth must be where the series ends, not a spike it came back from
     if ys[-1] < max(ys[k:]) - 1.0:
         return None
-    return Growth(signal, int(ts[k]), s2, decades, int(ts[-1]), points[-1][1], s1)
+    # growth that accelerates puts the hinge late: the onset is where the rise began, step by step before it
+    start = k
+    while start > 0 and ys[start - 1] < ys[start] - _RISE:
+        start -= 1
+    decades = max(ys[start:]) - ys[start]
+    return Growth(signal, int(ts[start]), s2, decades, int(ts[-1]), points[-1][1], s1)
+
+
+_RISE = 0.02  # decades: a step that rises by less is noise, not growth
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nanprobe.batches import batch_size, select_samples
+from nanprobe.batches import ModelCall, batch_size, cast_floating, select_samples
 from nanprobe.diagnosis.audit import audit_config
 from nanprobe.diagnosis.bisect import SampleSearch, concat_batches, find_samples
 from nanprobe.diagnosis.dynamics import Divergence, analyze
@@ -28,7 +29,7 @@ from nanprobe.errors import InputError, ModelRaised
 from nanprobe.execution import Execution, Executor, Mode, OutOfTime, parse_mode
 from nanprobe.kinds import nonfinite_tensors, tensor_kinds
 from nanprobe.knowledge import entry_for_loss, entry_for_op, loss_for_op, run_check
-from nanprobe.report import INPUT, LatentEntry, ReplayEntry, Report
+from nanprobe.report import INPUT, LatentEntry, ReplayEntry, Report, display_name
 from nanprobe.rng import RNGState, forked_rng
 from nanprobe.sentinel import check_finite, tensor_leaves
 
@@ -41,6 +42,8 @@ def pass_budget(batch_size: int) -> int:
 
 
 MIN_DEFERRAL_PASSES = 4
+SMALL_MODEL_BYTES = 256 * 2**20
+"""A replay may copy the whole model only below this size (the others run the origin module alone)."""
 """With a time budget, a diagnosis may still take this many times its control run (a few forward passes)."""
 
 
@@ -119,6 +122,7 @@ class _Diagnoser:
         self.config, self.rng_states, self.replay, self.repro_dir = config, rng_states, replay, repro_dir
         self.time_budget = time_budget
         self.divergence: Divergence | None = None
+        self._origin_call: int | None = None
         self.deadline: float | None = None
         self._control_seconds = 0.0
         self.runner = Executor(model, mode=mode, backward=backward, progress=progress)
@@ -145,8 +149,8 @@ class _Diagnoser:
             self.deadline = time.monotonic() + max(self.time_budget, MIN_DEFERRAL_PASSES * self._control_seconds)
             self.runner.deadline = self.deadline  # a run still going at the deadline stops at a module call
         loc, flow, loc_res = self._localize(batch, rng, size)
-        hooked = self._hook_check(batch, rng, control) if self.replay and not self._out_of_time("the probe run") \
-            else None
+        hooked = self._hook_check(batch, rng, control) if self.replay and self._hooks_matter(loc_res) \
+            and not self._out_of_time("the probe run") else None
         facts = self._first_nonfinite(failing, batch, size, control, loc, flow, loc_res, hooked)
         if self.replay:
             self._naive_hooks(batch, rng, facts)
@@ -189,7 +193,7 @@ class _Diagnoser:
         return None, states, None
 
     def _localize(self, batch: Any, rng: RNGState, size: int) -> tuple[Localizer, Flow, Execution]:
-        loc = Localizer(self.model, batch, size, capture_calls=self.repro_dir is not None, backward=self.backward)
+        loc = Localizer(self.model, batch, size, backward=self.backward)
         res = self.runner.run(batch, rng, label="localize (dispatch mode + module tracker)", instrument=loc.active,
                               keep_output=True)
         params = loc.param_keys
@@ -213,6 +217,13 @@ class _Diagnoser:
         self.diag.latent = _latent(flow)
         self.diag.layers = assign_layer_roles(loc.rows, loc.parents, None)
         self.diag.instrumentation = {"hooks_changed_result": False, "method": "dispatch_mode"}
+
+    def _hooks_matter(self, loc_res: Execution) -> bool:
+        """Whether the per-module-hook run can tell anything: a module with a native fast path that hooks
+        switch off, or a localization that did not reproduce the value (the probe is then the fallback)."""
+        fast = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+        return (loc_res.error is not None or not loc_res.nonfinite
+                or any(isinstance(m, fast) for m in self.model.modules()))
 
     def _hook_check(self, batch: Any, rng: RNGState, control: Execution | None) -> HookedRun | None:
         holder = HookedRun()
@@ -279,6 +290,7 @@ class _Diagnoser:
             self._measure(loc, origin, facts)
         facts.root = find_root(loc.rows, loc.parents, origin_call, self.model)
         d.layers = assign_layer_roles(loc.rows, loc.parents, origin_call)
+        self._origin_call = origin.call if origin is not None else None
         return facts
 
     def _measure(self, loc: Localizer, origin: OpEvent, facts: Facts) -> None:
@@ -365,30 +377,65 @@ class _Diagnoser:
             if self._out_of_time(v.label):
                 facts.evidence.append(f"{v.label}: deferred (time budget)")
                 continue
-            self._run_variant(v, batch, rng, facts)
+            self._run_variant(v, batch, rng, facts, loc)
 
-    def _run_variant(self, v: Replay, batch: Any, rng: RNGState, facts: Facts) -> None:
+    def _local_run(self, v: Replay, loc: Localizer, rng: RNGState
+                   ) -> tuple[Any, nn.Module, RNGState, str] | str:
+        """(inputs, module, RNG, label) for running ``v`` on the origin module alone, or why it cannot."""
+        call = self._origin_call
+        if call is None or call not in loc.calls:
+            return "the producing module's inputs were not recorded"
+        module, args, kwargs = loc.calls[call]
+        name = loc.rows[call].module
+        if v.dtype is not None:
+            try:
+                module = copy.deepcopy(module).to(v.dtype)
+            except Exception as e:  # a module that cannot be copied: cast in place, restored after the run
+                return f"{type(e).__name__}: {e}"
+            args, kwargs = cast_floating(args, v.dtype), cast_floating(kwargs, v.dtype)
+        state = RNGState(torch_cpu=loc.call_rng[call]) if call in loc.call_rng else rng
+        return ModelCall(tuple(args), dict(kwargs)), module, state, display_name(name)
+
+    def _run_variant(self, v: Replay, batch: Any, rng: RNGState, facts: Facts, loc: Localizer) -> None:
         contexts = v.contexts
-        try:
-            data = v.batch_fn(batch) if v.batch_fn else batch
-            net = v.model_fn() if v.model_fn else None
-        except Exception as e:  # e.g. a model that cannot be deep-copied: cast in place and restore
-            if v.fallback is None:
-                facts.evidence.append(f"{v.label}: skipped ({type(e).__name__}: {e})")
-                return
-            net, contexts = None, (*contexts, v.fallback)
+        net: nn.Module | None = None
+        data = batch
+        local = self._local_run(v, loc, rng) if v.local and not self.backward else None
+        if isinstance(local, tuple):
+            data, net, rng, name = local
+            facts.extra_notes.append(f"{v.label}: ran {name} alone, on the inputs recorded in the localization run")
+        elif v.local and not self._small_model():  # never copy a big model whole
+            facts.evidence.append(f"{v.label}: skipped ({local or 'backward: needs the whole model'}; the "
+                                  "model is too large to copy)")
+            return
+        else:
+            try:
+                data = v.batch_fn(batch) if v.batch_fn else batch
+                net = v.model_fn() if v.model_fn else None
+            except Exception as e:  # e.g. a model that cannot be deep-copied: cast in place and restore
+                if v.fallback is None:
+                    facts.evidence.append(f"{v.label}: skipped ({type(e).__name__}: {e})")
+                    return
+                net, contexts = None, (*contexts, v.fallback)
         res = self.runner.run(data, rng, label=v.label, mode=v.mode, grad=v.grad, contexts=contexts, model=net)
+        del net  # a local copy or an upcast model: gone before the next pass
         if isinstance(res.error, OutOfTime):
             self._out_of_time(v.label)
             facts.evidence.append(f"{v.label}: deferred (time budget)")
             return
-        entry = ReplayEntry(v.label, dict(v.changes), res.nonfinite, list(res.samples))
+        changes = dict(v.changes) | ({"scope": local[3]} if isinstance(local, tuple) else {})
+        entry = ReplayEntry(v.label, changes, res.nonfinite, list(res.samples) if not isinstance(local, tuple) else [])
         if res.error is not None:
             entry.error = f"{type(res.error).__name__}: {res.error}"
         else:
             facts.results[v.key] = res.nonfinite
         self.diag.replay.append(entry)
         facts.evidence.append(f"{v.label} -> {_word(res, facts.kind)}")
+
+    def _small_model(self) -> bool:
+        """Small enough to copy whole for a replay (a few hundred MB of weights at most)."""
+        size = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return size <= SMALL_MODEL_BYTES
 
     # ------------------------------------------------------------------ samples
     def _samples(self, batch: Any, rng: RNGState, size: int, facts: Facts) -> SampleSearch | None:

@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from nanprobe._hooks import remove_handle
 from nanprobe.diagnosis.flow import OpEvent, storage_key
 from nanprobe.diagnosis.masks import fully_masked, is_mask_consumer
-from nanprobe.kinds import FINITE, Kind, tensor_kinds
+from nanprobe.kinds import FINITE, INF, NAN, Kind, sum_kinds, tensor_kinds
 from nanprobe.knowledge import OpCall
 from nanprobe.report import LayerRow
 from nanprobe.sentinel import tensor_leaves
@@ -152,8 +152,7 @@ class Localizer:
     """Context manager: while active, records every op that emits a non-finite value, which module ran it,
     attention ops' fully masked rows, and per-module-call output statistics."""
 
-    def __init__(self, model: nn.Module, batch: Any, batch_size: int | None, *, capture_calls: bool = False,
-                 backward: bool = False) -> None:
+    def __init__(self, model: nn.Module, batch: Any, batch_size: int | None, *, backward: bool = False) -> None:
         self.model = model
         self.batch_size = batch_size
         self.names = {id(m): name for name, m in model.named_modules()}
@@ -167,9 +166,14 @@ class Localizer:
         self.ops_seen: set[str] = set()
         self.uninitialized: set[Any] = set()  # storages from aten.empty* not yet written to
         self.suspended = False
-        self.capture_calls = capture_calls
         self.calls: dict[int, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]] = {}
+        """Call index -> (module, args, kwargs) of the calls that ran a producing op (their inputs, cloned), so
+        a replay can run that module alone and a repro can be written."""
         self.call_rng: dict[int, torch.Tensor] = {}
+        self._live: dict[int, tuple[tuple[Any, ...], torch.Tensor]] = {}  # calls on the stack: args, RNG
+        self._producing: set[int] = set()
+        self._known: dict[Any, Kind] = {}  # storage -> kinds of the op output last written there
+        self._first_producing: int | None = None  # the call that ran the first producing op
         self.call_samples: dict[int, list[int]] = {}
         self.backward = backward
         self._absmax: dict[Any, float | None] = {}  # storage -> |max| of the output last written there
@@ -187,19 +191,9 @@ class Localizer:
                 self.param_keys.setdefault(storage_key(p), name)
         hooks = [
             torch.nn.modules.module.register_module_forward_pre_hook(self._pre),
-            torch.nn.modules.module.register_module_forward_hook(self._post, always_call=True),
+            torch.nn.modules.module.register_module_forward_hook(self._post, with_kwargs=True, always_call=True),
         ]
-        patched: list[nn.Module] = []
         try:
-            if self.capture_calls:
-                for m in self.model.modules():
-                    if "forward" in m.__dict__ or isinstance(m, torch.jit.ScriptModule):
-                        continue
-                    try:
-                        m.forward = self._capturing(m, m.forward)  # type: ignore[method-assign]
-                    except (AttributeError, TypeError, RuntimeError):
-                        continue
-                    patched.append(m)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*[Aa]nomaly [Dd]etection.*")
                 anomaly = (torch.autograd.set_detect_anomaly(True, check_nan=False) if self.backward
@@ -209,17 +203,9 @@ class Localizer:
         finally:
             for h in hooks:
                 remove_handle(h)
-            for m in patched:
-                m.__dict__.pop("forward", None)
             self.stack.clear()
-
-    def _capturing(self, module: nn.Module, forward: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if self.stack and self.stack[-1].module == self.names.get(id(module)):
-                self.calls[self.stack[-1].index] = (module, args, kwargs)
-                self.call_rng[self.stack[-1].index] = torch.get_rng_state()
-            return forward(*args, **kwargs)
-        return wrapper
+            self._live.clear()
+            self._known.clear()
 
     # ---------------------------------------------------------------- module tracking
     def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -228,6 +214,7 @@ class Localizer:
             name = f"<{type(module).__name__}>"
         row = LayerRow(index=len(self.rows), module=name, module_type=type(module).__name__)
         row.in_absmax = self._input_absmax(args)
+        self._live[row.index] = (args, torch.get_rng_state())
         self.rows.append(row)
         self.parents.append(self.stack[-1].index if self.stack else None)
         self.stack.append(row)
@@ -258,14 +245,30 @@ class Localizer:
             self.suspended = was
         return found
 
-    def _post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    def _post(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
         if not self.stack:
             return
+        # (kwargs, output) normally; torch passes no kwargs to always-call hooks after a raising forward
+        kwargs, output = rest if len(rest) == 2 else ({}, rest[0])
         row = self.stack.pop()
+        live = self._live.pop(row.index, None)
+        if row.index in self._producing and live is not None and len(self.calls) < _CAPTURED_CALLS:
+            was = self.suspended
+            self.suspended = True
+            try:
+                memo: dict[int, torch.Tensor] = {}
+                self.calls[row.index] = (module, _cloned(live[0], memo), _cloned(kwargs or {}, memo))
+                self.call_rng[row.index] = live[1]
+            finally:
+                self.suspended = was
         was = self.suspended
         self.suspended = True
         try:
             tensors = [t for _, t in tensor_leaves(output)]
+            if self._first_producing is not None and row.index > self._first_producing + STATS_AFTER \
+                    and row.index != 0:
+                self._flag_only(row, tensors)  # far past the first producer: outside every report window
+                return
             with _disable_current_modes():  # the statistics' own ops need no watching
                 stats = _fold_stats(tensors)
             for key, value in stats.items():
@@ -281,6 +284,19 @@ class Localizer:
             pass
         finally:
             self.suspended = was
+
+    def _flag_only(self, row: LayerRow, tensors: list[torch.Tensor]) -> None:
+        """A call far past the first producer: whether its outputs are non-finite (from the kinds the ops
+        already found), without statistics."""
+        kinds = FINITE
+        for t in tensors:
+            if t.is_floating_point() or t.is_complex():
+                kinds |= self._known.get(storage_key(t), FINITE)
+        row.nan = int(bool(kinds & NAN))
+        row.inf = int(bool(kinds & INF))
+        for t in tensors:
+            if t.is_floating_point() and not t.is_nested:
+                self._absmax[storage_key(t)] = None
 
     def _label_graph(self, row: LayerRow, outputs: list[torch.Tensor]) -> None:
         """Name the autograd nodes created inside this call (innermost calls label theirs first)."""
@@ -321,16 +337,28 @@ class Localizer:
             if rows:
                 self.attention.append({"op": op, "module": self._current()[0], "rows": rows})
         outs = [t for t in _flat_tensors(out) if t.is_floating_point() or t.is_complex()]
-        bad_out = [(t, k) for t in outs if (k := tensor_kinds(t))]
-        if not bad_out:
+        if not outs:
             return
         bad_in: list[tuple[Any, Kind]] = []
         for t in _flat_tensors((args, kwargs)):
             if not (t.is_floating_point() or t.is_complex()):
                 continue
-            k = before[id(t)] if before is not None and id(t) in before else tensor_kinds(t)
+            if before is not None and id(t) in before:
+                k = before[id(t)]
+            else:  # an earlier op's output is known already: no second pass over it
+                k = self._known.get(storage_key(t))
+                k = tensor_kinds(t) if k is None or _view_of_part(t) else k
             if k:
                 bad_in.append((storage_key(t), k))
+        # An op fed non-finite values only carries them on: one sum says which kinds (NaN, or one infinity),
+        # where a producer's output gets the exact count of every kind.
+        kinds_of = sum_kinds if bad_in and not is_mask_consumer(op) else tensor_kinds
+        found = [(t, kinds_of(t)) for t in outs]
+        for t, k in found:
+            self._known[storage_key(t)] = k
+        bad_out = [(t, k) for t, k in found if k]
+        if not bad_out:
+            return
         if phase == "backward":
             module, module_type = node.metadata.get(_TRACKED_ATTR, ("", ""))
         else:
@@ -345,6 +373,10 @@ class Localizer:
             event.op = _forward_op(event.node) or op
             event.inner_op = op
         if event.producer:
+            if phase == "forward" and self.stack:
+                self._producing.add(self.stack[-1].index)
+                if self._first_producing is None:
+                    self._first_producing = self.stack[-1].index
             event.samples = self._rows_of([t for t, _ in bad_out])
             if phase == "forward":
                 event.source = user_source()
@@ -376,7 +408,34 @@ class Localizer:
 
 
 _CAPTURED_CALLS = 16
+STATS_AFTER = 48
+"""Calls more than this many after the first producing call get no statistics (only whether they are
+non-finite): the report's layer window never reaches them, and NaN-flooded outputs are the slowest to
+summarise."""
 _SAVED = ("_saved_self", "_saved_other", "_saved_exponent", "_saved_result")
+
+
+def _view_of_part(t: torch.Tensor) -> bool:
+    """A view of only part of its storage (a slice): the storage's kinds may not be this view's."""
+    try:
+        return t.numel() * t.element_size() < t.untyped_storage().nbytes()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return True
+
+
+def _cloned(obj: Any, memo: dict[int, torch.Tensor] | None = None) -> Any:
+    """Tensors detached and cloned (so later in-place writes cannot change them), structure and aliasing
+    kept: the same tensor passed twice stays one tensor (MHA's fast path needs ``query is key is value``)."""
+    memo = {} if memo is None else memo
+    if isinstance(obj, torch.Tensor):
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.detach().clone()
+        return memo[id(obj)]
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_cloned(v, memo) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _cloned(v, memo) for k, v in obj.items()}
+    return obj
 
 
 def _detached(obj: Any) -> Any:

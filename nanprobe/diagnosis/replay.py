@@ -37,6 +37,10 @@ class Replay:
     skipped: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     fallback: Callable[[], contextlib.AbstractContextManager[Any]] | None = None  # when model_fn fails
+    dtype: torch.dtype | None = None  # a replay in another dtype
+    local: bool = False
+    """The replay needs only the origin's neighbourhood: it runs a copy of the producing module alone, on
+    the inputs recorded during localization (never a copy of the whole model)."""
 
 
 def dropout_sites(model: nn.Module) -> list[tuple[str, nn.Module, str, float]]:
@@ -140,7 +144,9 @@ def plan_replays(model: nn.Module, batch: Any, *, mode: Mode, backward: bool,
     """The replays in priority order; those that cannot apply come back with ``skipped`` set."""
     out: list[Replay] = []
     other = mode.other
-    out.append(Replay("mode", f"{other} mode", {"mode": other.value}, mode=other))
+    # only the train/eval flag flips: grad stays as the failing run had it (no autograd graph for nothing)
+    out.append(Replay("mode", f"{other} mode", {"mode": other.value}, mode=other,
+                      grad=mode is Mode.TRAIN or backward))
 
     sites = [s for s in dropout_sites(model) if s[3] > 0]
     drop = Replay("dropout", "dropout p=0", {"dropout_p": 0.0},
@@ -163,7 +169,7 @@ def plan_replays(model: nn.Module, batch: Any, *, mode: Mode, backward: bool,
     half = any(d in _HALF for d in dtypes)
     target = torch.float32 if half else torch.float64
     name = str(target).removeprefix("torch.")
-    up = Replay("upcast", f"upcast to {name}", {"dtype": name},
+    up = Replay("upcast", f"upcast to {name}", {"dtype": name}, dtype=target, local=True,
                  model_fn=lambda: upcast_model(model, target),
                  batch_fn=lambda b: cast_floating(b, target), fallback=lambda: upcast_in_place(model, target))
     if not dtypes or dtypes <= {torch.float64}:
@@ -177,7 +183,7 @@ def plan_replays(model: nn.Module, batch: Any, *, mode: Mode, backward: bool,
     out.append(auto)
 
     uses_sdpa = any(op.startswith(("aten._scaled_dot_product", "aten.scaled_dot_product")) for op in ops_seen)
-    sdpa = Replay("sdpa", "SDPA math backend", {"sdpa_backend": "math"}, contexts=(_sdpa_math,))
+    sdpa = Replay("sdpa", "SDPA math backend", {"sdpa_backend": "math"}, contexts=(_sdpa_math,), local=True)
     if not uses_sdpa and not has_attn:
         sdpa.skipped = "no scaled_dot_product_attention call"
     elif not uses_sdpa:
@@ -193,7 +199,7 @@ def plan_replays(model: nn.Module, batch: Any, *, mode: Mode, backward: bool,
     out.append(grad)
 
     if half:
-        out.append(Replay("upcast64", "upcast to float64", {"dtype": "float64"},
+        out.append(Replay("upcast64", "upcast to float64", {"dtype": "float64"}, dtype=torch.float64, local=True,
                            model_fn=lambda: upcast_model(model, torch.float64),
                            batch_fn=lambda b: cast_floating(b, torch.float64),
                            fallback=lambda: upcast_in_place(model, torch.float64)))

@@ -1,0 +1,113 @@
+"""Training runs: a diverging run gets a training_divergence verdict with the onset step and the learning
+rate, the early warning fires well before the first non-finite value, a healthy run gets no warning, and a
+bundle whose failure does not reproduce from its batch replays as NOT REPRODUCED (exit 1)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nanprobe.cli.main import main
+from nanprobe.errors import GrowthError
+from nanprobe.monitoring import monitor
+from nanprobe.monitoring.monitor import GrowthWarning
+from nanprobe.postmortem.bundle import load_bundle
+
+FACTORY = "tests.monitoring.test_divergence:make_net"
+
+
+def make_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+def _train(lr: float, tmp_path: Path, steps: int = 80, **kwargs: object) -> tuple[object, list[float]]:
+    torch.manual_seed(0)
+    model = make_net()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    losses: list[float] = []
+    with monitor(model, out_dir=tmp_path, on_nonfinite="dump", optimizer=opt, factory=FACTORY, run_name="fit",
+                 **kwargs) as mon:  # type: ignore[arg-type]
+        for _ in range(steps):
+            loss = ((model(x) - y) ** 2).mean()  # the loss is computed outside the model
+            mon.check_loss(loss)
+            losses.append(float(loss))
+            if not math.isfinite(losses[-1]):
+                break
+            opt.zero_grad()
+            loss.backward()
+            mon.after_backward()
+            opt.step()
+            mon.step()
+    return mon, losses
+
+
+def test_a_diverging_run_is_training_divergence_with_its_onset_and_learning_rate(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mon, losses = _train(0.9, tmp_path)
+    failing = len(losses) - 1
+    assert not math.isfinite(losses[-1]) and failing > 10
+    (bundle,) = mon.bundles  # type: ignore[attr-defined]
+    report = load_bundle(bundle).report
+    assert report.monitor.phase == "loss" and report.monitor.reproduced is False
+    verdict = report.verdict
+    assert verdict is not None and verdict.cause == "training_divergence", report.verdict
+    assert verdict.root is not None and verdict.root.step is not None and verdict.root.step <= 3
+    assert "the learning rate in effect was 0.9" in verdict.fix and "clip gradients at about" in verdict.fix
+    assert any("grew" in e and "per step from step" in e for e in verdict.evidence)
+    keys = set().union(*(row.keys() for row in report.history))
+    assert {"loss", "grad_norm", "lr", "output_absmax", "update_ratio"} <= keys
+    early = [w for w in caught if issubclass(w.category, GrowthWarning)]
+    assert early, "no early warning"
+    assert mon.warnings[0].step <= failing - 5  # type: ignore[attr-defined]
+    assert "per step from step" in str(early[0].message) and "at about step" in str(early[0].message)
+
+
+def test_a_healthy_run_gets_no_warning_and_no_bundle(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GrowthWarning)
+        mon, losses = _train(0.05, tmp_path, steps=200)
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert mon.warnings == [] and mon.bundles == []  # type: ignore[attr-defined]
+
+
+def test_on_warning_raise_stops_before_the_first_nonfinite_value(tmp_path: Path) -> None:
+    with pytest.raises(GrowthError, match="early warning at step"):
+        _train(0.9, tmp_path, on_warning="raise")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_on_warning_dump_writes_an_early_bundle(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon, _ = _train(0.9, tmp_path, on_warning="dump")
+    early = sorted(p for p in tmp_path.iterdir() if p.name.endswith("-warning"))
+    assert early, list(tmp_path.iterdir())
+    report = load_bundle(early[0]).report
+    assert report.status == "clean" and report.warning is not None and report.warning.projected_step is not None
+    assert report.warning.step == mon.warnings[0].step  # type: ignore[attr-defined]
+
+
+def test_replay_of_a_bundle_that_does_not_reproduce_says_so_and_exits_1(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon, losses = _train(0.9, tmp_path / "b")
+    (bundle,) = mon.bundles  # type: ignore[attr-defined]
+    out, err, js = io.StringIO(), io.StringIO(), tmp_path / "replay.json"
+    code = main(["replay", str(bundle), "--json", str(js), "--no-color"], stdout=out, stderr=err)
+    text = " ".join(out.getvalue().split())
+    assert code == 1, err.getvalue()
+    assert f"NOT REPRODUCED: the recorded inf at step {len(losses) - 1} came from the loss, which is computed " \
+           "outside the model" in text
+    assert "the history explains it" in text and "CLEAN" not in text
+    data = json.loads(js.read_text())
+    assert data["reproduced"] is False and data["status"] == "nonfinite"
+    assert data["verdict"]["cause"] == "training_divergence"
