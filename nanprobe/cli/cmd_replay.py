@@ -51,8 +51,9 @@ def load_model(bundle: Any, *, model_spec: str | None, trust_pickle: bool, devic
         checkpoint = Path(str(info.get("checkpoint")))
         return load_checkpoint(checkpoint, model_spec=model_spec, trust_pickle=trust_pickle, device=device)
     if kind == "pickle" and not trust_pickle and not model_spec:
-        raise InputError(f"bundle {str(bundle.path)!r} holds a pickled model (no factory was given to the monitor); "
-                         "unpickling runs code from the file: rerun with --trust-pickle if you trust it")
+        raise InputError(f"bundle {str(bundle.path)!r} holds a pickled model (saved without a factory); unpickling "
+                         "runs code from the file: rerun with --trust-pickle if you trust it, or pass --model "
+                         "MODULE:CALLABLE to build it")
     return load_checkpoint(bundle.path / "model.pt", model_spec=None if kind == "pickle" else model_spec,
                            trust_pickle=trust_pickle, device=device)
 
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     from nanprobe.loading import parse_device
     from nanprobe.monitoring.methods import method_adapter
     from nanprobe.postmortem.bundle import load_bundle
-    from nanprobe.render import render_diagnosis
-    from nanprobe.report import BundleInfo, ReplayReport
+    from nanprobe.render import render_diagnosis, tensor_notes
+    from nanprobe.report import BundleInfo, ReplayReport, display_name
 
     bundle = load_bundle(args.bundle)
     if args.json and Path(args.json).resolve().parent == bundle.path.resolve():
@@ -89,13 +90,13 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     same = origin is not None and recorded is not None and origin == recorded.module
     report.bundle = BundleInfo(path=str(bundle.path), step=bundle.step, rank=bundle.rank,
                                recorded_first_nonfinite=recorded, same_origin=same)
-    ctx.out.print(render_diagnosis(report))
-    recorded_module = recorded.module if recorded is not None else None
+    ctx.out.print(render_diagnosis(report, tensors=tensor_notes(loaded.model, report.nonfinite_parameters)))
+    recorded_module = f"'{display_name(recorded.module)}'" if recorded is not None else "nothing"
     if report.nonfinite:
-        verdict = "the same origin as recorded" if same else f"recorded {recorded_module!r}"
-        ctx.out.print(Text(f"replay: origin {origin!r} ({verdict})", style="bold" if same else "yellow"))
+        verdict = "the same origin as recorded" if same else f"recorded {recorded_module}"
+        ctx.out.print(Text(f"replay: origin '{display_name(origin)}' ({verdict})", style="bold" if same else "yellow"))
     else:
-        ctx.out.print(Text(f"replay: clean; the bundle recorded {recorded_module!r} "
+        ctx.out.print(Text(f"replay: clean; the bundle recorded {recorded_module} "
                            f"({recorded.kind if recorded else None}) at step {bundle.step}", style="yellow"))
     if args.json:
         write_report(args.json, report)

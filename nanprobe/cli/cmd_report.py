@@ -66,10 +66,10 @@ def history_table(history: list[dict[str, Any]], last: int = 10) -> RenderableTy
     title = Text(f"history (last {min(last, len(history))} of {len(history)} steps kept)", style="bold")
     table = Table()
     table.add_column("step", justify="right")
-    for key in keys:
-        table.add_column(key, justify="right")
+    for key in keys:  # the names the user logged: plain text, never markup
+        table.add_column(Text(key), justify="right", overflow="fold")
     for row in history[-last:]:
-        table.add_row(str(row.get("step")), *(_fmt(row.get(k)) for k in keys))
+        table.add_row(Text(str(row.get("step"))), *(Text(_fmt(row.get(k))) for k in keys))
     return Group(title, table)
 
 
