@@ -44,7 +44,7 @@ def header(report: dict[str, Any], path: Path) -> RenderableType:
     monitor = report.get("monitor") or {}
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long bundle path folds; it is never cut
     rank = f"{report.get('rank')} of {report.get('world_size')}"
     rows = [("bundle", str(path)), ("run", report.get("run")), ("step", report.get("step")),
             ("epoch", report.get("epoch")), ("rank", rank), ("ranks that saw it", report.get("ranks_nonfinite")),

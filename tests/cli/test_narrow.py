@@ -119,3 +119,14 @@ def test_trace_piped_at_80_columns(files: Files, monkeypatch: pytest.MonkeyPatch
     body = result.out[result.out.index("Layers around it"):result.out.index("Replays")]
     for name in ("<root>", "norm", "fc1", "act", "fc2"):
         assert f" {name} " in body, body
+
+
+def test_report_header_folds_a_long_bundle_path() -> None:
+    from pathlib import Path
+
+    from nanprobe.cli.cmd_report import header
+
+    path = "/runs/" + "experiment_" * 8 + "/nan-bundles/tinynet-step3"
+    text = _text(header({"run": "r", "step": 3, "rank": 0, "world_size": 1}, Path(path)), 60)
+    assert "…" not in text
+    assert path in "".join(line[len("bundle       "):].strip() for line in text.splitlines()[:3])
