@@ -4,17 +4,24 @@ and a checkpoint scan. Independent of the CLI: ``nanprobe trace`` and ``nanprobe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["LAYER_WINDOW", "render_diagnosis", "render_scan"]
+from nanprobe.report import display_name
+
+__all__ = ["LAYER_WINDOW", "Column", "FittedTable", "TensorNote", "render_diagnosis", "render_scan", "tensor_notes"]
 
 LAYER_WINDOW = 4  # layers shown before and after the origin
+
+# Every piece of user or library text (module names, messages, evidence, config keys, paths) reaches rich as a
+# ``Text``, never as a ``str``: rich would read ``[minilm]`` or ``[bold]`` in it as markup and drop it.
 
 
 def _as_dict(report: Any) -> Mapping[str, Any]:
@@ -55,22 +62,202 @@ def _heading(text: str) -> Text:
     return Text(text, style="bold underline")
 
 
+def _plain(value: Any, style: str = "") -> Text:
+    """User or library text, shown as it is (no markup)."""
+    return Text(str(value), style=style)
+
+
+# ------------------------------------------------------------------------------------------ fitted tables
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a :class:`FittedTable`. ``drop`` says when it goes on a narrow console: 0 as soon as the
+    table does not fit at its natural width, 1, 2, ... (in that order) only when the flexible column would get
+    narrower than the table's ``flex_min``; None never."""
+
+    header: str
+    justify: Literal["left", "right"] = "left"
+    drop: int | None = None
+    flexible: bool = False
+
+
+@dataclass
+class FittedTable:
+    """A table that fits itself to the width it is rendered at. The flexible column (module names, reasons)
+    wraps, folding a long name over lines and never cutting it; every other column keeps its natural width, so
+    numbers are never cut; columns whose ``drop`` allows it go first when the console is narrow."""
+
+    columns: list[Column]
+    rows: list[list[Text]] = field(default_factory=list)
+    row_styles: list[str] = field(default_factory=list)
+    flex_min: int = 20
+
+    def add_row(self, *cells: Text | str, style: str = "") -> None:
+        self.rows.append([c if isinstance(c, Text) else Text(c) for c in cells])
+        self.row_styles.append(style)
+
+    def natural_widths(self) -> list[int]:
+        return [max([cell_len(col.header), *(_widest_line(r[i]) for r in self.rows)])
+                for i, col in enumerate(self.columns)]
+
+    def shown(self, width: int) -> list[int]:
+        """The indices of the columns kept at ``width``."""
+        natural = self.natural_widths()
+        kept = list(range(len(self.columns)))
+        flex = next((i for i, c in enumerate(self.columns) if c.flexible), None)
+
+        def room() -> int:  # what the flexible column gets (or the slack, without one)
+            fixed = sum(natural[i] for i in kept if i != flex) + 3 * (len(kept) - 1)
+            return width - fixed
+
+        want = natural[flex] if flex is not None else 0
+        floor = min(want, self.flex_min)
+        droppable = sorted((c.drop, i) for i, c in enumerate(self.columns) if c.drop is not None)
+        for drop, i in droppable:
+            if room() >= want or (drop > 0 and room() >= floor):
+                break
+            kept.remove(i)
+        return kept
+
+    def table(self, width: int) -> Table:
+        natural = self.natural_widths()
+        kept = self.shown(width)
+        fixed = sum(natural[i] for i in kept if not self.columns[i].flexible) + 3 * (len(kept) - 1)
+        table = Table(show_edge=False, header_style="bold", pad_edge=False)
+        for i in kept:
+            col = self.columns[i]
+            size = max(4, min(natural[i], width - fixed)) if col.flexible else natural[i]
+            table.add_column(col.header, justify=col.justify, width=size, no_wrap=not col.flexible,
+                             overflow="fold")
+        flex = next((i for i in kept if self.columns[i].flexible), None)
+        room = max(4, width - fixed)
+        for row, style in zip(self.rows, self.row_styles):
+            cells = [_break_names(row[i], room) if i == flex else row[i] for i in kept]
+            table.add_row(*cells, style=style)
+        return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Table]:
+        yield self.table(options.max_width)
+
+
+def _widest_line(text: Text) -> int:
+    return max(cell_len(line) for line in text.plain.split("\n"))
+
+
+def _break_names(text: Text, width: int) -> Text:
+    """Break each line of ``text`` that is one long name (no spaces, e.g. ``sasrec.blocks.0.attn.out_proj``)
+    after a ``.`` or ``/`` so that it wraps where it reads well; a part longer than ``width`` still folds."""
+    if _widest_line(text) <= width:
+        return text
+    lines: list[Text] = []
+    for line in text.split("\n"):
+        plain = line.plain
+        if cell_len(plain) <= width or " " in plain:
+            lines.append(line)
+            continue
+        offsets: list[int] = []
+        start, previous = 0, None
+        for cut in [i + 1 for i, ch in enumerate(plain[:-1]) if ch in "./"] + [len(plain)]:
+            if cut - start > width and previous is not None and previous > start:
+                offsets.append(previous)
+                start = previous
+            previous = cut
+        lines.extend(line.divide(offsets))
+    return Text("\n").join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ sections
 
-def _verdict(report: Mapping[str, Any]) -> RenderableType:
+_BATCHNORM_STATS = ("running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class TensorNote:
+    """What is known about one non-finite parameter or buffer that a report names (``nonfinite_parameters``
+    holds names only): whether it is a parameter or a buffer, and what it holds ("NaN", "Inf", "NaN and Inf")."""
+
+    role: Literal["parameter", "buffer"] | None = None
+    values: str | None = None
+
+
+def tensor_notes(model: Any, names: Sequence[str]) -> dict[str, TensorNote]:
+    """A :class:`TensorNote` for each of ``names`` that ``model`` has as a parameter or a buffer."""
+    import torch
+
+    owned: dict[str, tuple[Literal["parameter", "buffer"], Any]] = {}
+    owned.update((n, ("buffer", t)) for n, t in model.named_buffers())
+    owned.update((n, ("parameter", t)) for n, t in model.named_parameters())
+    notes: dict[str, TensorNote] = {}
+    for name in names:
+        if name not in owned:
+            continue
+        role, tensor = owned[name]
+        values = None
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            with torch.no_grad():
+                nan, inf = bool(torch.isnan(tensor).any()), bool(torch.isinf(tensor).any())
+            values = " and ".join(w for w, bad in (("NaN", nan), ("Inf", inf)) if bad) or None
+        notes[name] = TensorNote(role=role, values=values)
+    return notes
+
+
+def _note_for(name: str, notes: Mapping[str, TensorNote]) -> TensorNote:
+    if name in notes:
+        return notes[name]
+    if name.rsplit(".", 1)[-1] in (*_BATCHNORM_STATS, "num_batches_tracked"):
+        return TensorNote(role="buffer")  # BatchNorm's statistics are buffers in every model
+    return TensorNote()
+
+
+def _held(report: Mapping[str, Any], notes: Mapping[str, TensorNote], limit: int = 4) -> Text | None:
+    """``1.running_var (a buffer) holds NaN; fc.weight (a parameter) holds Inf``: the model's own non-finite
+    tensors, which belong in the headline whatever the status."""
+    names = [str(n) for n in report.get("nonfinite_parameters") or []]
+    if not names:
+        return None
+    parts = []
+    for name in names[:limit]:
+        note = _note_for(name, notes)
+        role = f" (a {note.role})" if note.role else ""
+        parts.append(f"{name}{role} holds {note.values or 'NaN/Inf'}")
+    more = f"; and {len(names) - limit} more (nonfinite_parameters in --json)" if len(names) > limit else ""
+    return Text("; ".join(parts) + more)
+
+
+def _consequence(report: Mapping[str, Any], notes: Mapping[str, TensorNote]) -> str:
+    """What a clean run with a non-finite parameter or buffer means for the next runs."""
+    names = [str(n) for n in report.get("nonfinite_parameters") or []]
+    values = {_note_for(n, notes).values or "non-finite" for n in names}
+    word = values.pop() if len(values) == 1 else "non-finite"
+    it = "it" if len(names) == 1 else "them"
+    if all(n.rsplit(".", 1)[-1] in _BATCHNORM_STATS for n in names):
+        # train-mode BatchNorm normalizes with the batch's statistics and only writes the running ones
+        return f"eval-mode forwards through {it} will be {word}"
+    return f"this run did not carry {it} to an output; a forward that reads {it} will be {word}"
+
+
+def _verdict(report: Mapping[str, Any], notes: Mapping[str, TensorNote]) -> RenderableType:
     status = report.get("status")
     verdict = report.get("verdict") or {}
+    held = _held(report, notes)
     if status != "nonfinite":
         passes = report.get("forward_passes")
         more = f" ({passes} forward pass{'es' if passes != 1 else ''})" if passes is not None else ""
-        body = Text.assemble(("CLEAN", "bold green"), f"  no non-finite value reached an output{more}")
-        return Panel(body, title="nanprobe", title_align="left", border_style="green")
+        if held is None:
+            body = Text.assemble(("CLEAN", "bold green"), f"  no non-finite value reached an output{more}")
+            return Panel(body, title="nanprobe", title_align="left", border_style="green")
+        body = Text.assemble(("CLEAN", "bold green"), " — but ", held, f": {_consequence(report, notes)}",
+                             f"\nno non-finite value reached an output{more}")
+        return Panel(body, title="nanprobe", title_align="left", border_style="yellow")
     cause = verdict.get("cause") or "unknown"
-    body = Text.assemble(("NON-FINITE", "bold red"), "  cause: ", (cause, "bold"))
+    body = Text.assemble(("NON-FINITE", "bold red"), "  cause: ", (str(cause), "bold"))
+    if held is not None:
+        held.stylize("red")
+        body.append("\n")
+        body.append_text(held)
     if verdict.get("summary"):
         body.append("\n" + str(verdict["summary"]))
-    evidence = verdict.get("evidence") or []
-    for line in evidence:
+    for line in verdict.get("evidence") or []:
         body.append("\n  • ", style="dim")
         body.append(str(line))
     return Panel(body, title="nanprobe verdict", title_align="left", border_style="red")
@@ -82,14 +269,14 @@ def _origin(report: Mapping[str, Any]) -> RenderableType | None:
         return None
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("module", Text(str(first.get("module", "?")), style="bold red"))
+    grid.add_column(overflow="fold")
+    grid.add_row("module", _plain(display_name(first.get("module")), style="bold red"))
     rows = [("type", "module_type"), ("phase", "phase"), ("kind", "kind"), ("batch", "batch_index"),
             ("op", "op"), ("source", "source")]
     for label, key in rows:
         if first.get(key) is not None:
-            grid.add_row(label, _num(first[key]))
-    grid.add_row("samples", _samples(first.get("samples")))
+            grid.add_row(label, _plain(_num(first[key])))
+    grid.add_row("samples", _plain(_samples(first.get("samples"))))
     return Group(_heading("Where it starts"), grid)
 
 
@@ -100,37 +287,41 @@ def _root(report: Mapping[str, Any]) -> RenderableType | None:
         return None
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
-    grid.add_column()
-    for label in ("module", "parameter", "step"):
+    grid.add_column(overflow="fold")
+    if root.get("module") is not None:
+        grid.add_row("module", _plain(display_name(root["module"]), style="bold"))
+    for label in ("parameter", "step"):
         if root.get(label) is not None:
-            grid.add_row(label, Text(str(root[label]), style="bold" if label != "step" else ""))
+            grid.add_row(label, _plain(root[label], style="bold" if label != "step" else ""))
     if root.get("evidence"):
-        grid.add_row("why", Text(str(root["evidence"])))
+        grid.add_row("why", _plain(root["evidence"]))
     return Group(_heading("Where to fix it (root)"), grid)
+
+
+# The layers table, most important column last: on a narrow console phase and min go first, then max, #, type,
+# inf, nan, absmax; module (which folds) and role always stay.
+_LAYER_COLUMNS = [Column("#", "right", drop=4), Column("module", flexible=True), Column("type", drop=5),
+                  Column("phase", drop=0), Column("min", "right", drop=0), Column("max", "right", drop=3),
+                  Column("absmax", "right", drop=8), Column("nan", "right", drop=7), Column("inf", "right", drop=6),
+                  Column("role")]
+_ROLE_STYLES = {"origin": "bold red", "propagated": "red", "latent": "yellow"}
 
 
 def _layers(report: Mapping[str, Any]) -> RenderableType | None:
     layers = list(report.get("layers") or [])
-    if not layers:
+    if not layers or report.get("status") != "nonfinite":  # a clean run has no "around it"
         return None
     origin_at = next((i for i, row in enumerate(layers) if row.get("role") == "origin"), None)
     lo, hi = 0, len(layers)
     if origin_at is not None:
         lo, hi = max(0, origin_at - LAYER_WINDOW), min(len(layers), origin_at + LAYER_WINDOW + 1)
-    table = Table(title=None, show_edge=False, header_style="bold", pad_edge=False)
-    for name, justify in [("#", "right"), ("module", "left"), ("type", "left"), ("phase", "left"),
-                          ("min", "right"), ("max", "right"), ("absmax", "right"), ("nan", "right"),
-                          ("inf", "right"), ("role", "left")]:
-        table.add_column(name, justify=justify, no_wrap=name != "module",  # type: ignore[arg-type]
-                         overflow="fold" if name == "module" else "ellipsis")
-    styles = {"origin": "bold red", "propagated": "red", "latent": "yellow"}
+    table = FittedTable(list(_LAYER_COLUMNS))
     for row in layers[lo:hi]:
         role = row.get("role")
-        table.add_row(_num(row.get("index")), str(row.get("module") or "<model>"), str(row.get("module_type", "")),
-                      str(row.get("phase", "")), _num(row.get("min")), _num(row.get("max")),
-                      _num(row.get("absmax")), _num(row.get("nan")), _num(row.get("inf")),
-                      "<- origin" if role == "origin" else (role or ""), style=styles.get(role or ""))
-    table.columns[-1].min_width = 10
+        table.add_row(_num(row.get("index")), _plain(display_name(row.get("module"))),
+                      _plain(row.get("module_type", "")), _plain(row.get("phase", "")), _num(row.get("min")),
+                      _num(row.get("max")), _num(row.get("absmax")), _num(row.get("nan")), _num(row.get("inf")),
+                      "<- origin" if role == "origin" else (role or ""), style=_ROLE_STYLES.get(role or "", ""))
     parts: list[RenderableType] = [_heading("Layers around it"), table]
     hidden = len(layers) - (hi - lo)
     if hidden:
@@ -144,19 +335,27 @@ def _changes(changes: Mapping[str, Any] | None) -> str:
     return ", ".join(f"{k}={_num(v)}" for k, v in changes.items())
 
 
+def _text_table(*headers: str, justify: Sequence[str] = ()) -> Table:
+    """A table of free text: every cell wraps, and a word longer than its column folds instead of being cut."""
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for i, header in enumerate(headers):
+        table.add_column(header, justify=justify[i] if i < len(justify) else "left",  # type: ignore[arg-type]
+                         overflow="fold")
+    return table
+
+
 def _replay(report: Mapping[str, Any]) -> RenderableType | None:
     replay = list(report.get("replay") or [])
     if not replay:
         return None
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("variant")
-    table.add_column("changes")
-    table.add_column("non-finite?")
-    table.add_column("samples")
+    table = _text_table("variant", "changes", "non-finite?", "samples")
     for row in replay:
-        bad = bool(row.get("nonfinite"))
-        table.add_row(str(row.get("variant", "")), _changes(row.get("changes")),
-                      Text("yes", style="red") if bad else Text("no", style="green"), _samples(row.get("samples")))
+        if row.get("error"):
+            outcome = Text("raised", style="yellow")
+        else:
+            outcome = Text("yes", style="red") if row.get("nonfinite") else Text("no", style="green")
+        table.add_row(_plain(row.get("variant", "")), _plain(_changes(row.get("changes"))), outcome,
+                      _plain(_samples(row.get("samples"))))
     return Group(_heading("Replays (what was varied)"), table)
 
 
@@ -169,11 +368,9 @@ def _sample_details(report: Mapping[str, Any]) -> RenderableType | None:
         rows.append((_num(row.get("sample")), "; ".join(facts)))
     if not any(facts for _, facts in rows):
         return None  # the samples are already listed under "Where it starts"
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("sample", justify="right")
-    table.add_column("notes")
+    table = _text_table("sample", "notes", justify=("right",))
     for sample, facts in rows:
-        table.add_row(sample, facts or "-")
+        table.add_row(_plain(sample), _plain(facts or "-"))
     return Group(_heading("Failing samples"), table)
 
 
@@ -187,12 +384,10 @@ def _audit(report: Mapping[str, Any]) -> RenderableType | None:
     unchecked = sum(1 for f in findings if f.get("reached") is None)
     parts: list[RenderableType] = [_heading("Config audit")]
     if missed:
-        table = Table(show_edge=False, header_style="bold", pad_edge=False)
-        for name in ("key", "config", "model", "message"):
-            table.add_column(name)
+        table = _text_table("key", "config", "model", "message")
         for row in missed:
-            table.add_row(Text(str(row.get("key", "")), style="bold red"), _num(row.get("config_value")),
-                          _num(row.get("model_value")), str(row.get("message", "")))
+            table.add_row(_plain(row.get("key", ""), style="bold red"), _plain(_num(row.get("config_value"))),
+                          _plain(_num(row.get("model_value"))), _plain(row.get("message", "")))
         parts.append(table)
     summary = f"{len(missed)} value(s) did not reach the model; {len(reached)} did"
     if reached:
@@ -205,12 +400,9 @@ def _audit(report: Mapping[str, Any]) -> RenderableType | None:
 
 def _extras(report: Mapping[str, Any]) -> RenderableType | None:
     lines: list[Text] = []
-    params = report.get("nonfinite_parameters") or []
-    if params:
-        lines.append(Text.assemble(("non-finite parameters: ", "bold"), ", ".join(params)))
     latent = report.get("latent") or []
     if latent:
-        shown = ", ".join(f"{row.get('module')} ({row.get('kind')}"
+        shown = ", ".join(f"{display_name(row.get('module'))} ({row.get('kind')}"
                           f"{', ' + str(row['op']) if row.get('op') else ''})" for row in latent[:6])
         more = f", ... (+{len(latent) - 6})" if len(latent) > 6 else ""
         lines.append(Text.assemble(("latent (did not reach an output): ", "bold"), shown + more))
@@ -232,15 +424,19 @@ def _fix(report: Mapping[str, Any]) -> RenderableType | None:
     verdict = report.get("verdict") or {}
     if not verdict.get("fix"):
         return None
-    return Panel(Text(str(verdict["fix"])), title="fix", title_align="left", border_style="cyan")
+    return Panel(_plain(verdict["fix"]), title="fix", title_align="left", border_style="cyan")
 
 
-def render_diagnosis(report: Mapping[str, Any] | Any) -> RenderableType:
-    """The terminal report: verdict first, then where it starts and the layers around it, the replays, the
-    failing samples, the config audit, the fix. Accepts a ``Diagnosis`` or its ``to_dict()``."""
+def render_diagnosis(report: Mapping[str, Any] | Any, *, tensors: Mapping[str, TensorNote] | None = None
+                     ) -> RenderableType:
+    """The terminal report: verdict first (with the model's own non-finite parameters and buffers, whatever
+    the status), then where it starts and the layers around it, the replays, the failing samples, the config
+    audit, the fix. Accepts a ``Diagnosis`` or its ``to_dict()``; ``tensors`` (see :func:`tensor_notes`) says
+    which of the non-finite names are buffers and what they hold, when the model is at hand."""
     data = _as_dict(report)
-    sections = [_verdict(data), _origin(data), _root(data), _layers(data), _replay(data), _sample_details(data),
-                _audit(data), _extras(data), _fix(data)]
+    notes = tensors or {}
+    sections = [_verdict(data, notes), _origin(data), _root(data), _layers(data), _replay(data),
+                _sample_details(data), _audit(data), _extras(data), _fix(data)]
     parts: list[RenderableType] = []
     for section in sections:
         if section is None:
@@ -252,6 +448,11 @@ def render_diagnosis(report: Mapping[str, Any] | Any) -> RenderableType:
 
 
 # ----------------------------------------------------------------------------------------------------- scan
+
+_SCAN_COLUMNS = [Column("#", "right", drop=5), Column("score", "right", drop=4), Column("where", drop=3),
+                 Column("tensor / why", flexible=True), Column("nan", "right"), Column("inf", "right", drop=2),
+                 Column("min", "right", drop=1), Column("max", "right", drop=0)]
+
 
 def render_scan(result: Any, *, top: int | None = None, title: str | None = None) -> RenderableType:
     """A ``ScanResult`` (or its ``to_dict()``) as a ranked table, most likely culprit first."""
@@ -270,17 +471,14 @@ def render_scan(result: Any, *, top: int | None = None, title: str | None = None
     else:
         head = Text.assemble(("CLEAN", "bold green"), "  no non-finite or extreme tensor")
     head.append(f"\nscanned {data.get('tensors_scanned', 0)} tensor(s): {scanned}", style="dim")
-    parts: list[RenderableType] = [Panel(head, title=title or "nanprobe scan", title_align="left",
+    parts: list[RenderableType] = [Panel(head, title=_plain(title or "nanprobe scan"), title_align="left",
                                          border_style="red" if bad else ("yellow" if findings else "green"))]
     if shown:
-        table = Table(show_edge=False, header_style="bold", pad_edge=False)
-        for name, justify in [("#", "right"), ("score", "right"), ("where", "left"), ("tensor / why", "left"),
-                              ("nan", "right"), ("inf", "right"), ("min", "right"), ("max", "right")]:
-            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        table = FittedTable(list(_SCAN_COLUMNS), flex_min=30)
         for rank, f in enumerate(shown, 1):
             cell = Text(str(f.get("name", "")), style="bold red" if f.get("nonfinite") else "bold")
             cell.append("\n" + str(f.get("reason", "")), style="dim")
-            table.add_row(str(rank), f"{float(f.get('score', 0)):.2f}", str(f.get("location", "")), cell,
+            table.add_row(str(rank), f"{float(f.get('score', 0)):.2f}", _plain(f.get("location", "")), cell,
                           _num(f.get("nan")), _num(f.get("inf")), _num(f.get("min")), _num(f.get("max")))
         parts += [Text(""), table]
         if len(shown) < len(findings):

@@ -135,8 +135,14 @@ def _judge_weight(location: str, name: str, t: torch.Tensor, st: _Stats) -> Find
     leaf = name.rsplit(".", 1)[-1].rsplit("/", 1)[-1]
     if st.nan or st.inf:
         base = 0.95 if location == "parameter" else 0.9
-        return _finding(location, name, t, st, base + 0.04 * _share(st),
-                        f"{_bad_part(st)}: every forward pass through it is poisoned")
+        if location == "parameter":
+            consequence = "every forward pass that uses it is non-finite"
+        elif leaf in ("running_mean", "running_var"):
+            consequence = ("a buffer: every eval-mode forward through this BatchNorm is non-finite (train mode "
+                           "normalizes with the batch's statistics and only updates it)")
+        else:
+            consequence = "a buffer: every forward pass that reads it is non-finite"
+        return _finding(location, name, t, st, base + 0.04 * _share(st), f"{_bad_part(st)}: {consequence}")
     if leaf == "running_var" and st.negative:
         return _finding(location, name, t, st, 0.85, f"{st.negative} negative running variance(s): "
                         "eval-mode BatchNorm takes sqrt(var + eps) of them -> NaN")
@@ -203,11 +209,14 @@ class _Walker:
             self.findings.append(finding)
 
     def weights(self, state: Mapping[str, Any], prefix: str, buffers: set[str] | None = None) -> None:
+        def location_of(key: str) -> str:
+            is_buffer = key in buffers if buffers is not None else key.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES
+            return "buffer" if is_buffer else "parameter"
+
         for key, value in state.items():
             if not isinstance(value, torch.Tensor):
                 continue
-            is_buffer = key in buffers if buffers is not None else key.rsplit(".", 1)[-1] in _BUFFER_SUFFIXES
-            location = "buffer" if is_buffer else "parameter"
+            location = location_of(key)
             self.count(location)
             st = _stats(value)
             if st is not None:
@@ -219,7 +228,7 @@ class _Walker:
             st = _stats(tensors[out.name])
             if name not in flagged and st is not None:
                 score = min(0.8, 0.4 + 0.05 * math.log10(out.ratio))
-                self.add(_finding("parameter", name, tensors[out.name], st, score,
+                self.add(_finding(location_of(out.name), name, tensors[out.name], st, score,
                                   f"stands out from its peers: {out.describe()}"))
 
     def optimizer(self, opt: Mapping[str, Any], prefix: str) -> None:

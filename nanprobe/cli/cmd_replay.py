@@ -52,8 +52,9 @@ def load_model(bundle: Any, *, model_spec: str | None, trust_pickle: bool, devic
         checkpoint = Path(str(info.get("checkpoint")))
         return load_checkpoint(checkpoint, model_spec=model_spec, trust_pickle=trust_pickle, device=device)
     if kind == "pickle" and not trust_pickle and not model_spec:
-        raise InputError(f"bundle {str(bundle.path)!r} holds a pickled model (no factory was given to the monitor); "
-                         "unpickling runs code from the file: rerun with --trust-pickle if you trust it")
+        raise InputError(f"bundle {str(bundle.path)!r} holds a pickled model (saved without a factory); unpickling "
+                         "runs code from the file: rerun with --trust-pickle if you trust it, or pass --model "
+                         "MODULE:CALLABLE to build it")
     return load_checkpoint(bundle.path / "model.pt", model_spec=None if kind == "pickle" else model_spec,
                            trust_pickle=trust_pickle, device=device)
 
@@ -64,8 +65,8 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     from nanprobe.loading import parse_device
     from nanprobe.monitoring.methods import method_adapter
     from nanprobe.postmortem.bundle import load_bundle
-    from nanprobe.render import render_diagnosis
-    from nanprobe.report import BundleInfo, ReplayReport
+    from nanprobe.render import render_diagnosis, tensor_notes
+    from nanprobe.report import BundleInfo, ReplayReport, display_name
 
     bundle = load_bundle(args.bundle)
     if args.json and Path(args.json).resolve().parent == bundle.path.resolve():
@@ -92,14 +93,14 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
                                recorded_first_nonfinite=recorded, same_origin=same)
     failed = bundle.report.status == "nonfinite"
     line: Text | None = None
+    recorded_module = f"'{display_name(recorded.module)}'" if recorded is not None else "nothing"
     if report.nonfinite:
         report.reproduced = True if failed else None
-        recorded_module = recorded.module if recorded is not None else None
-        verdict = "the same origin as recorded" if same else f"recorded {recorded_module!r}"
-        line = Text(f"replay: origin {origin!r} ({verdict})", style="bold" if same else "yellow")
+        verdict = "the same origin as recorded" if same else f"recorded {recorded_module}"
+        line = Text(f"replay: origin '{display_name(origin)}' ({verdict})", style="bold" if same else "yellow")
     elif failed:
         line = _not_reproduced(bundle, report)
-    ctx.out.print(render_diagnosis(report))
+    ctx.out.print(render_diagnosis(report, tensors=tensor_notes(loaded.model, report.nonfinite_parameters)))
     if line is not None:
         ctx.out.print(line)
     if args.json:

@@ -44,7 +44,7 @@ def header(report: dict[str, Any], path: Path) -> RenderableType:
     monitor = report.get("monitor") or {}
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long bundle path folds; it is never cut
     rank = f"{report.get('rank')} of {report.get('world_size')}"
     rows = [("bundle", str(path)), ("run", report.get("run")), ("step", report.get("step")),
             ("epoch", report.get("epoch")), ("rank", rank), ("ranks that saw it", report.get("ranks_nonfinite")),
@@ -66,10 +66,10 @@ def history_table(history: list[dict[str, Any]], last: int = 10) -> RenderableTy
     title = Text(f"history (last {min(last, len(history))} of {len(history)} steps kept)", style="bold")
     table = Table()
     table.add_column("step", justify="right")
-    for key in keys:
-        table.add_column(key, justify="right")
+    for key in keys:  # the names the user logged: plain text, never markup
+        table.add_column(Text(key), justify="right", overflow="fold")
     for row in history[-last:]:
-        table.add_row(str(row.get("step")), *(_fmt(row.get(k)) for k in keys))
+        table.add_row(Text(str(row.get("step"))), *(Text(_fmt(row.get(k))) for k in keys))
     return Group(title, table)
 
 

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
+
 from nanprobe.cli.context import CLIContext
 from nanprobe.cli.jsonout import write_report
 from nanprobe.errors import InputError, ModelRaised
@@ -135,7 +137,7 @@ def _progress(ctx: CLIContext) -> Iterator[Callable[[str], None]]:
         yield lambda label: None
         return
     with ctx.err.status("nanprobe: control run", spinner="dots") as status:
-        yield lambda label: status.update(f"nanprobe: {label}")
+        yield lambda label: status.update(Text(f"nanprobe: {label}"))
 
 
 def _run_diagnosis(model: Any, batches: list[Any], *, args: argparse.Namespace, mode: str,
@@ -153,7 +155,7 @@ def _run_diagnosis(model: Any, batches: list[Any], *, args: argparse.Namespace, 
 def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     from nanprobe.batches import to_device
     from nanprobe.loading import check_batches_fit, load_checkpoint, load_run_config, parse_device
-    from nanprobe.render import render_diagnosis
+    from nanprobe.render import render_diagnosis, tensor_notes
 
     _check_outputs(args)
     device = parse_device(args.device)
@@ -163,12 +165,13 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     batches = [to_device(b, device) for b in batches]
     check_batches_fit(loaded.model, batches)
     mode = args.mode or loaded.mode or "eval"
+    with _progress(ctx) as progress:
+        diagnosis = _run_diagnosis(loaded.model, batches, args=args, mode=mode, config=run_config, progress=progress)
+    # What ran, said once it ran: a failure before this point is the one line of the error policy alone.
     ctx.note(f"nanprobe: {type(loaded.model).__name__} from {args.checkpoint} ({loaded.describe()}), "
              f"{len(batches)} batch(es) from {source}, mode={mode}{', backward' if args.backward else ''}, "
              f"device={device}")
-    with _progress(ctx) as progress:
-        diagnosis = _run_diagnosis(loaded.model, batches, args=args, mode=mode, config=run_config, progress=progress)
-    ctx.out.print(render_diagnosis(diagnosis))
+    ctx.out.print(render_diagnosis(diagnosis, tensors=tensor_notes(loaded.model, diagnosis.nonfinite_parameters)))
     if args.json:
         write_report(args.json, diagnosis)
         ctx.note(f"nanprobe: wrote {args.json}")

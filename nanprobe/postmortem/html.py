@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nanprobe.postmortem.markdown import summary_line
+from nanprobe.report import display_name
 
 __all__ = ["history_plot_png", "layer_plot_png", "render_html"]
 
@@ -81,17 +82,18 @@ def layer_plot_png(layers: Sequence[Mapping[str, Any]], root: str | None = None)
         if root and row.get("module") == root:
             ax.axvline(i, color="#8e44ad", linewidth=2, linestyle="--", alpha=0.7)
             ax.scatter([i], [ys[i] if math.isfinite(ys[i]) else top], s=120, color="#8e44ad", marker="D",
-                       label=f"root: {root}", zorder=4)
+                       label=f"root: {display_name(root)}", zorder=4)
             break
     for i in origin:
         ax.axvline(i, color="#c0392b", linewidth=2, alpha=0.6)
-        ax.scatter([i], [top], s=120, color="#c0392b", label=f"origin: {forward[i].get('module')}", zorder=4)
+        ax.scatter([i], [top], s=120, color="#c0392b", label=f"origin: {display_name(forward[i].get('module'))}",
+                   zorder=4)
     ax.set_xlabel("layer (call order)")
     ax.set_ylabel("log10 |max|")
     ax.set_title("Per-layer activation range")
     if len(forward) <= 40:
         ax.set_xticks(xs)
-        ax.set_xticklabels([(str(r.get("module") or "") or "<root>")[-22:] for r in forward], rotation=70, fontsize=7)
+        ax.set_xticklabels([display_name(r.get("module"))[-22:] for r in forward], rotation=70, fontsize=7)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _png(fig)
@@ -147,7 +149,7 @@ def _layers_table(layers: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for r in layers[:200]:
         cls = f' class="{_esc(r.get("role"))}"' if r.get("role") else ""
-        row = {**r, "module": r.get("module") or "<root>"}
+        row = {**r, "module": display_name(r.get("module"))}
         cells = "".join(f"<td>{_esc(row.get(k))}</td>" for k in ("index", "module", "module_type", "phase", "min",
                                                                 "max", "absmax", "nan", "inf", "role"))
         rows.append(f"<tr{cls}>{cells}</tr>")
@@ -171,14 +173,16 @@ def render_html(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any]], 
         parts.append("<h2>Verdict</h2><p>The re-run from the saved batch and RNG did not reproduce the value "
                      f"({_esc(monitor.get('diagnosis_error') or 'clean re-run')}).</p>")
     parts.append("<h2>First non-finite value</h2>")
-    parts.append(_kv([(k, first.get(k)) for k in ("module", "module_type", "phase", "kind", "samples", "op",
+    shown = {**first, "module": display_name(first["module"])} if first.get("module") is not None else first
+    parts.append(_kv([(k, shown.get(k)) for k in ("module", "module_type", "phase", "kind", "samples", "op",
                                                   "source")]))
     parts.append("<h2>Per-layer activation range</h2>")
     root = verdict.get("root") or {}
     if root:
-        parts.insert(-1, "<h2>Where to fix it (root)</h2>" + _kv([(k, root.get(k)) for k in ("module", "parameter",
-                                                                                            "step", "evidence")
-                                                                    if root.get(k) is not None]))
+        where = {**root, "module": display_name(root["module"])} if root.get("module") is not None else root
+        parts.insert(-1, "<h2>Where to fix it (root)</h2>" + _kv([(k, where.get(k)) for k in ("module", "parameter",
+                                                                                             "step", "evidence")
+                                                                     if where.get(k) is not None]))
     parts.append(_plot(layer_plot_png, layers, root.get("module"), alt="per-layer activation range"))
     parts.append("<h2>Loss and gradient norm</h2>")
     parts.append(_plot(history_plot_png, report.get("history") or [], report.get("step"), alt="loss and grad norm"))
@@ -187,7 +191,8 @@ def render_html(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any]], 
                       ("rank", f"{report.get('rank')} of {report.get('world_size')}"),
                       ("ranks that saw it", report.get("ranks_nonfinite")), ("detected in", monitor.get("phase")),
                       ("mode", (monitor.get("call") or {}).get("mode")),
-                      ("non-finite parameters", ", ".join(report.get("nonfinite_parameters") or []) or "none")]))
+                      ("non-finite parameters/buffers",
+                       ", ".join(report.get("nonfinite_parameters") or []) or "none")]))
     if report.get("replay"):
         parts.append("<h2>Replays</h2>")
         parts.append(_kv([(r.get("variant"), f"non-finite={r.get('nonfinite')} samples={r.get('samples')}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nanprobe.report import display_name
+
 __all__ = ["render_markdown", "summary_line"]
 
 
@@ -24,8 +26,9 @@ def summary_line(report: Mapping[str, Any]) -> str:
     if (report.get("world_size") or 1) > 1:
         where += f", rank {report.get('rank')} (ranks that saw it: {report.get('ranks_nonfinite')})"
     text = f"Non-finite `{first.get('kind')}` at {where}"
-    if first.get("module"):
-        text += f", first produced by `{first['module']}` ({first.get('module_type')}, {first.get('phase')})"
+    if first.get("module") is not None:
+        text += (f", first produced by `{display_name(first['module'])}` ({first.get('module_type')}, "
+                 f"{first.get('phase')})")
     if verdict.get("cause"):
         text += f"; cause: **{verdict['cause']}**"
     return text + "."
@@ -53,7 +56,8 @@ def render_markdown(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any
                   "saw.", ""]
     first = report.get("first_nonfinite") or {}
     lines += ["## First non-finite value", ""]
-    lines += _table(["field", "value"], [(k, first.get(k)) for k in ("module", "module_type", "phase", "kind",
+    shown = {**first, "module": display_name(first["module"])} if first.get("module") is not None else first
+    lines += _table(["field", "value"], [(k, shown.get(k)) for k in ("module", "module_type", "phase", "kind",
                                                                      "samples", "op", "source")])
     lines.append("")
     detected = monitor.get("detected") or {}
@@ -63,7 +67,7 @@ def render_markdown(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any
         ("rank", f"{report.get('rank')} of {report.get('world_size')}"),
         ("ranks that saw it", report.get("ranks_nonfinite")), ("detected in", monitor.get("phase")),
         ("detected at", ", ".join(detected.get("paths") or [])), ("mode", (monitor.get("call") or {}).get("mode")),
-        ("parameters already non-finite", ", ".join(report.get("nonfinite_parameters") or []) or "none"),
+        ("parameters/buffers already non-finite", ", ".join(report.get("nonfinite_parameters") or []) or "none"),
     ])
     lines.append("")
     if report.get("replay"):
@@ -74,7 +78,7 @@ def render_markdown(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any
     if layers:
         lines += ["## Layers", ""]
         lines += _table(["#", "module", "type", "phase", "absmax", "nan", "inf", "role"],
-                        [(r.get("index"), r.get("module") or "<root>", r.get("module_type"), r.get("phase"),
+                        [(r.get("index"), display_name(r.get("module")), r.get("module_type"), r.get("phase"),
                           r.get("absmax"), r.get("nan"), r.get("inf"), r.get("role")) for r in layers[:60]])
         if len(layers) > 60:
             lines.append(f"\n({len(layers) - 60} more rows in stats.csv)")

@@ -68,15 +68,17 @@ def render_result(result: ProbeResult) -> Iterator[object]:
     for col, justify in (("#", "right"), ("module", "left"), ("type", "left"), ("phase", "left"),
                          ("min", "right"), ("max", "right"), ("absmax", "right"), ("nan", "right"),
                          ("inf", "right"), ("role", "left")):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col != "module")  # type: ignore[arg-type]
     origin = result.origin or result.backward_origin
     for rec in _window(result):
         s = rec.summary()
         role = rec.role or ""
         marker = "<< origin" if rec is origin else role
         style = "bold red reverse" if rec is origin else _STYLES.get(role, "")
-        table.add_row(str(rec.index), rec.label, rec.module_type, rec.phase, _fmt(s["min"]), _fmt(s["max"]),
-                      _fmt(s["absmax"]), str(s["nan"]), str(s["posinf"] + s["neginf"]), marker, style=style)
+        # module names and types are the user's text: Text cells, so rich never reads them as markup
+        table.add_row(str(rec.index), Text(rec.label), Text(rec.module_type), rec.phase, _fmt(s["min"]),
+                      _fmt(s["max"]), _fmt(s["absmax"]), str(s["nan"]), str(s["posinf"] + s["neginf"]), marker,
+                      style=style)
     yield table
     if result.latent:
         names = ", ".join(f"{r.label} ({r.kind})" for r in result.latent[:5])

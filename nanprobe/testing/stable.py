@@ -250,6 +250,7 @@ def assert_stable(
     backward. Each run starts from the same RNG (``seed``) and the model is restored after each. Raises
     :class:`NonFiniteError` (a NaN/Inf) or :class:`AssertionError` (a run raised) naming every failed
     ``mode / variant`` with the origin module, unless ``raise_on_failure`` is False."""
+    __tracebackhide__ = True  # a failure points at the test's call, not at nanprobe's source
     batch = make_batch() if callable(make_batch) else make_batch
     report = StabilityReport(model=type(model).__name__)
     with forked_rng():

@@ -109,3 +109,89 @@ class CreatesFile:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (pathlib.Path.touch, (pathlib.Path(self.target),))
+
+
+class ConvNet(nn.Module):
+    """A 3-channel image model (a stand-in for torchvision's resnet18 stem): a 1-channel batch makes ``conv``
+    raise the same "expected input ... to have 3 channels" error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, kernel_size=3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.conv(x)).flatten(1))  # (B, 2)
+
+
+def make_convnet() -> ConvNet:
+    torch.manual_seed(0)
+    return ConvNet()
+
+
+TINY_BERT = {"vocab_size": 50, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 16, "max_position_embeddings": 32}
+
+
+def make_tiny_bert(**config: Any) -> nn.Module:
+    """A Hugging Face ``BertModel`` from a tiny config (transformers is imported only when called)."""
+    import transformers
+
+    torch.manual_seed(0)
+    return transformers.BertModel(transformers.BertConfig(**{**TINY_BERT, **config})).eval()
+
+
+def make_batchnorm() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(DIM, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+
+class Log(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x)
+
+
+class Stepper(nn.Module):
+    """A LightningModule-like model trained through ``training_step(batch)``, which calls ``self.net`` and a
+    loss. ``net`` takes the log of a ReLU: a row of the input that is all <= 0 is log(0) = -inf, then NaN."""
+
+    def __init__(self, dim: int = DIM) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), Log(), nn.Linear(dim, 1))
+        with torch.no_grad():
+            self.net[0].weight.copy_(torch.eye(dim))
+            self.net[0].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.net(x), y)
+
+
+def make_stepper(dim: int = DIM) -> Stepper:
+    torch.manual_seed(0)
+    return Stepper(dim)
+
+
+class Bracketed(nn.Module):
+    """Submodules whose names look like rich markup (``[bold]``, ``[minilm]``); ``[minilm]`` divides each row
+    by its norm, so an all-zero row is 0/0 = NaN there."""
+
+    def __init__(self, dim: int = DIM) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleDict({"[bold]": nn.Linear(dim, dim), "[minilm]": RowNorm()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks["[minilm]"](self.blocks["[bold]"](x))
+
+
+def make_bracketed(dim: int = DIM) -> Bracketed:
+    torch.manual_seed(0)
+    model = Bracketed(dim)
+    with torch.no_grad():
+        model.blocks["[bold]"].weight.copy_(torch.eye(dim))
+        model.blocks["[bold]"].bias.zero_()
+    return model
