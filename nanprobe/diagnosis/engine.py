@@ -282,6 +282,7 @@ class _Diagnoser:
         facts.leaf_unknown = flow.unknown_start
         params = dict([*self.model.named_parameters(), *self.model.named_buffers()])
         facts.bad_param_shapes = {n: tuple(params[n].shape) for n in facts.bad_params if n in params}
+        facts.bad_buffers = {n for n, _ in self.model.named_buffers()} & set(facts.bad_params)
         origin_call = origin.call if origin is not None else None
         if facts.leaf is not None and facts.leaf != INPUT:  # a parameter: the origin is its module's first call
             owner = d.first_nonfinite.module

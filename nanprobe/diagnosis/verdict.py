@@ -53,6 +53,7 @@ class Facts:
     input_paths: list[str] = field(default_factory=list)
     bad_params: list[str] = field(default_factory=list)
     bad_param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    bad_buffers: set[str] = field(default_factory=set)  # which of bad_params are buffers
     nonfinite_input_shapes: list[tuple[int, ...]] = field(default_factory=list)  # of the producing op
     masked: dict[int, dict[str, Any]] = field(default_factory=dict)
     results: dict[str, bool] = field(default_factory=dict)  # replay key -> still non-finite
@@ -133,10 +134,16 @@ def _parameter(f: Facts) -> Candidate:
     else:
         c.add(PRIOR, f"{names} hold NaN/Inf, though the failing value was produced elsewhere")
         c.oppose(OP_FACT, f"the value reaching the output was produced by {f.op} from finite inputs")
-    c.summary = f"parameter(s) {names} are already non-finite, so every forward through them is."
+    buffers = [n for n in f.bad_params if n in f.bad_buffers]
+    what = ("buffer(s)" if len(buffers) == len(f.bad_params) else
+            "parameter(s)" if not buffers else "parameter(s)/buffer(s)")
+    c.summary = f"{what} {names} are already non-finite, so every forward through them is."
     c.fix = (f"{names} hold NaN/Inf: reload the last finite checkpoint and find the update that broke them (lower "
              "the learning rate, clip gradients, check the loss for NaN before optimizer.step(), or use nanprobe's "
              "monitor)")
+    if buffers:
+        c.fix += ("; a buffer such as BatchNorm's running_var is updated by training forwards, not by the "
+                  "optimizer: recompute it (reset_running_stats() and a few train-mode passes)")
     return c
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from nanprobe.diagnosis import diagnose
-from nanprobe.report import FirstNonfinite, Report
+from nanprobe.report import FirstNonfinite, Report, display_name
 
 __all__ = ["GuardFailure", "GuardSettings", "describe_origin", "find_origin"]
 
@@ -36,7 +36,7 @@ def find_origin(
 
 def describe_origin(first: Mapping[str, Any]) -> str:
     """``module 'enc.0' (Linear), phase forward, kind nan, samples [2], op aten.addmm, source m.py:3``."""
-    text = (f"module '{first.get('module')}' ({first.get('module_type')}), phase {first.get('phase')}, "
+    text = (f"module '{display_name(first.get('module'))}' ({first.get('module_type')}), phase {first.get('phase')}, "
             f"kind {first.get('kind')}, samples {list(first.get('samples') or [])}")
     if first.get("op"):
         text += f", op {first['op']}"
