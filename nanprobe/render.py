@@ -386,3 +386,30 @@ def render_scan(result: Any, *, top: int | None = None, title: str | None = None
             parts.append(Text(f"({len(findings) - len(shown)} more finding(s) not shown; --top or --json)",
                               style="dim"))
     return Group(*parts)
+
+
+# ------------------------------------------------------------------------------------------------ precision
+
+_PRECISION_COLUMNS = (Column("module", flexible=True), Column("type", drop=1), Column("|max|", "right"),
+                      Column("headroom", "right", drop=2), Column("flush", "right", drop=3),
+                      Column("overflows", drop=None))
+
+
+def render_precision(report: Any) -> RenderableType:
+    """A :class:`~nanprobe.precision.PrecisionReport`: the verdict line, then every module's headroom."""
+    from nanprobe.precision import describe
+
+    bad = report.overflows
+    head = Text.assemble(("OVERFLOWS" if bad else "FITS", "bold red" if bad else "bold green"), "  ",
+                         _plain(describe(report)))
+    if report.whole_model:
+        head.append(f"\nthe whole model under autocast to {report.dtype}: {report.whole_model}", style="dim")
+    table = FittedTable(list(_PRECISION_COLUMNS))
+    for layer in report.layers:
+        verdict = ("yes, confirmed" if layer.confirmed else "predicted; not confirmed" if layer.confirmed is False
+                   else "predicted") if layer.predicted else ""
+        table.add_row(_plain(display_name(layer.module)), _plain(layer.module_type), _num(layer.absmax),
+                      _num(layer.headroom), f"{layer.flush_share:.1%}" if layer.flush_share else "-",
+                      _plain(verdict), style="bold red" if layer.predicted else "")
+    return Group(Panel(head, title=f"nanprobe precision: {report.source_dtype} -> {report.dtype}",
+                       title_align="left", border_style="red" if bad else "green"), Text(""), table)

@@ -297,6 +297,9 @@ def tensor_stats(t: torch.Tensor) -> TensorStats:
         s = _cpu_finite(x, t.dtype)
         if s is not None:
             return s
+        nan = int(torch.isnan(x).sum())
+        if nan == x.numel():  # NaN everywhere (what flows after a failure): nothing finite to summarise
+            return TensorStats(dtype=dtype_name(t.dtype), shape=tuple(x.shape), numel=nan, nan=nan)
     if x.device.type == "cpu" and _is_counted_only(x.dtype):
         n = x.numel()
         return TensorStats(dtype=dtype_name(x.dtype), shape=tuple(x.shape), numel=n,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
 
 from nanprobe.cli.context import CLIContext
 from nanprobe.cli.jsonout import write_report
+from nanprobe.cli.sources import add_source_arguments, check_outputs, load_sources
 from nanprobe.errors import InputError, ModelRaised
 
 HELP = """\
@@ -46,88 +46,19 @@ examples:
   nanprobe trace ckpt.pt --model mypkg.models:build --data mypkg.data:val_batches --json report.json
   nanprobe trace ckpt.pt --device cuda --config run.yaml --repro repro/"""
 
-DEFAULT_DATA_BATCHES = 8
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a file saved with torch.save")
-    parser.add_argument("--model", metavar="MODULE:CALLABLE",
-                        help="builds the model: called with **checkpoint['config'] (overrides a recorded factory)")
-    parser.add_argument("--batches", metavar="FILE", help="torch.save'd list of batches to run")
-    parser.add_argument("--data", metavar="MODULE:CALLABLE", help="returns an iterable of batches to run")
-    parser.add_argument("--max-batches", metavar="N", type=_positive_int, default=None,
-                        help=f"use at most N batches (default: all of --batches, the first "
-                             f"{DEFAULT_DATA_BATCHES} of --data or the checkpoint's data)")
+    add_source_arguments(parser)
     parser.add_argument("--mode", choices=("eval", "train"), default=None,
                         help="the mode the failure happened in: eval (under no_grad) or train (grad on); "
                              "default: what the checkpoint records, else eval")
     parser.add_argument("--backward", action="store_true",
                         help="also run backward and look for the first non-finite gradient")
     parser.add_argument("--json", metavar="FILE", help="write the machine-readable report (the contract's JSON)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow arbitrary pickled objects in the checkpoint and --batches (e.g. a whole "
-                             "nn.Module); unpickling runs code from the file")
-    parser.add_argument("--device", metavar="DEVICE", default="cpu",
-                        help="where to run the model and batches: cpu, cuda, cuda:1, mps (default: cpu)")
     parser.add_argument("--config", metavar="FILE",
                         help="YAML/JSON run config for the config audit (overrides the checkpoint's run_config)")
     parser.add_argument("--repro", metavar="DIR", help="write a standalone repro of the origin module into DIR")
     parser.add_argument("--no-replay", action="store_true",
                         help="only localize (control run + probe); skip the replay variants that find the cause")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _same_file(a: str | Path, b: str | Path) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
-
-
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Never write into the user's inputs: --json and --repro may not point at the checkpoint or batches."""
-    inputs = [p for p in (args.checkpoint, args.batches, args.config) if p]
-    for flag, target in (("--json", args.json), ("--repro", args.repro)):
-        if target and any(_same_file(target, p) for p in inputs):
-            raise InputError(f"{flag} {target!r} is one of the input files; choose another path "
-                             "(nanprobe never overwrites its inputs)")
-    if args.json:
-        parent = Path(args.json).parent
-        if not parent.is_dir():
-            raise InputError(f"--json {args.json!r}: directory {str(parent)!r} does not exist")
-        if Path(args.json).is_dir():
-            raise InputError(f"--json {args.json!r} is a directory; give a file name")
-
-
-def _gather_batches(args: argparse.Namespace, loaded: Any) -> tuple[list[Any], str]:
-    from nanprobe.loading import batches_from_factory, load_batches
-
-    if args.batches:
-        batches = load_batches(args.batches, trust_pickle=args.trust_pickle)
-        if args.max_batches:
-            batches = batches[: args.max_batches]
-        return batches, f"--batches {args.batches}"
-    limit = args.max_batches or DEFAULT_DATA_BATCHES
-    if args.data:
-        return batches_from_factory(args.data, {}, flag="--data", limit=limit), f"--data {args.data}"
-    spec = loaded.data_spec
-    if spec and spec.get("factory"):
-        kwargs = spec.get("kwargs") or {}
-        if not isinstance(kwargs, dict):
-            raise InputError("the checkpoint's nanprobe.data.kwargs is not a dict; pass --batches or --data")
-        batches = batches_from_factory(str(spec["factory"]), kwargs, flag="the checkpoint's nanprobe.data", limit=limit)
-        return batches, f"checkpoint data {spec['factory']}"
-    raise InputError("no batches to run: pass --batches FILE or --data MODULE:CALLABLE "
-                     "(the checkpoint records no data spec)")
 
 
 @contextmanager
@@ -153,17 +84,13 @@ def _run_diagnosis(model: Any, batches: list[Any], *, args: argparse.Namespace, 
 
 
 def run(args: argparse.Namespace, ctx: CLIContext) -> int:
-    from nanprobe.batches import to_device
-    from nanprobe.loading import check_batches_fit, load_checkpoint, load_run_config, parse_device
+    from nanprobe.loading import load_run_config
     from nanprobe.render import render_diagnosis, tensor_notes
 
-    _check_outputs(args)
-    device = parse_device(args.device)
-    loaded = load_checkpoint(args.checkpoint, model_spec=args.model, trust_pickle=args.trust_pickle, device=device)
+    check_outputs(args, "--json", "--repro")
+    src = load_sources(args)
+    loaded, batches, source, device = src.loaded, src.batches, src.source, src.device
     run_config = load_run_config(args.config) if args.config else loaded.run_config
-    batches, source = _gather_batches(args, loaded)
-    batches = [to_device(b, device) for b in batches]
-    check_batches_fit(loaded.model, batches)
     mode = args.mode or loaded.mode or "eval"
     with _progress(ctx) as progress:
         diagnosis = _run_diagnosis(loaded.model, batches, args=args, mode=mode, config=run_config, progress=progress)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "scan": "nanprobe.cli.cmd_scan",
     "report": "nanprobe.cli.cmd_report",
     "replay": "nanprobe.cli.cmd_replay",
+    "precision": "nanprobe.cli.cmd_precision",
     "demo": "nanprobe.cli.cmd_demo",
 }
 

@@ -99,6 +99,17 @@ def _search(run: Run, batch: Any, candidates: Sequence[int], *, budget: int, kin
         known = everyone
         if not out.failing:
             out.failing = everyone
+        # every row fails: the first and the last row alone tell whether the rows matter at all (two small
+        # passes) before any halving
+        ends = [everyone[0], everyone[-1]]
+        if budget - spent >= 2 and all(test([i], f"sample {i} only") for i in ends):
+            for i in ends:
+                out.alone[i] = True
+            out.minimal = everyone
+            out.independent = True
+            out.evidence.append("the first and the last sample each fail on their own: the failure does not "
+                                "depend on particular rows")
+            return out
     # Split failing groups; keep each half that fails on its own (both halves cost a pass each).
     groups, settled = [known], []
     while groups and budget - spent >= 2 and not (stop is not None and stop()):

@@ -206,3 +206,45 @@ def render_html(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any]], 
                       ("device", (env.get("device") or {}).get("model_device")), *sorted(flags.items())]))
     parts.append("<h2>Reproduce</h2><pre>nanprobe replay &lt;this bundle directory&gt;</pre></body></html>")
     return "\n".join(parts)
+
+
+def precision_plot_png(report: Any) -> bytes | None:
+    """log10 |max| of every module's outputs as bars, the target dtype's max as a line; overflowing layers
+    in red."""
+    layers = [layer for layer in report.layers if layer.absmax]
+    if not layers:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    xs = list(range(len(layers)))
+    ys = [math.log10(layer.absmax) for layer in layers]
+    colors = ["#c0392b" if layer.predicted else "#2c7fb8" for layer in layers]
+    ax.bar(xs, ys, color=colors)
+    ax.axhline(math.log10(layers[0].limit), color="#c0392b", linestyle="--",
+               label=f"{report.dtype} max {layers[0].limit:.3g}")
+    ax.set_ylabel("log10 |max| of the outputs")
+    ax.set_title(f"Precision headroom: {report.source_dtype} -> {report.dtype}")
+    if len(layers) <= 60:
+        ax.set_xticks(xs)
+        ax.set_xticklabels([(layer.module or "<root>")[-24:] for layer in layers], rotation=70, fontsize=7)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
+
+
+def render_precision_html(report: Any) -> str:
+    """A self-contained page: the verdict, the bar plot and the per-layer table of a precision report."""
+    from nanprobe.precision import describe
+
+    title = f"nanprobe precision: {report.source_dtype} -> {report.dtype}"
+    rows = "".join(
+        f"<tr class='{'origin' if layer.predicted else ''}'><td>{_esc(layer.module or '<root>')}</td>"
+        f"<td>{_esc(layer.module_type)}</td><td>{_esc(layer.absmax)}</td><td>{_esc(layer.headroom)}</td>"
+        f"<td>{layer.flush_share:.1%}</td><td>{_esc(layer.confirmed)}</td></tr>" for layer in report.layers)
+    return "\n".join([
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>",
+        f"<p class='summary'>{_esc(describe(report))}</p>",
+        _plot(precision_plot_png, report, alt="precision headroom per layer"),
+        "<h2>Layers</h2><table><tr><th>module</th><th>type</th><th>|max|</th><th>headroom</th><th>flush to 0</th>"
+        f"<th>confirmed</th></tr>{rows}</table></body></html>"])
