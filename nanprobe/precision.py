@@ -54,6 +54,7 @@ class LayerHeadroom(Record):
     limit: float  # the target dtype's max
     flush_share: float  # share of nonzero output values below the target's smallest subnormal
     calls: int = 1
+    nonfinite_calls: int = 0  # calls whose outputs were already NaN/Inf in the source dtype
     predicted: bool = False  # |max| above the target's max: overflows in the target dtype
     confirmed: bool | None = None  # run alone in the target dtype: non-finite output (None: not run)
     how: str | None = None  # "autocast" or "cast" (how it was confirmed)
@@ -104,7 +105,7 @@ class _Recorder:
         self.names = {id(m): name for name, m in model.named_modules()}
         self.limit = float(torch.finfo(target).max)
         self.tiny = float(torch.finfo(target).smallest_normal) * torch.finfo(target).eps / 2  # rounds to 0
-        self.stats: dict[str, list[float]] = {}  # name -> [absmax, flushed, nonzero, calls]
+        self.stats: dict[str, list[float]] = {}  # name -> [absmax, flushed, nonzero, calls, non-finite calls]
         self.types: dict[str, str] = {}
         self.inputs: dict[str, tuple[nn.Module, tuple[Any, ...], dict[str, Any]]] = {}
         self._stack: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
@@ -139,15 +140,19 @@ class _Recorder:
                 parts += [torch.maximum(lo.abs(), hi.abs()).float(),
                           ((a > 0) & (a < self.tiny)).sum().float(), (a > 0).sum().float()]
             values = torch.stack(parts).tolist()
-        entry = self.stats.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+        entry = self.stats.setdefault(name, [0.0, 0.0, 0.0, 0.0, 0.0])
         self.types[name] = type(module).__name__
+        bad = False
         for i in range(0, len(values), 3):
             absmax, flushed, nonzero = values[i:i + 3]
             if absmax == absmax and absmax != float("inf"):
                 entry[0] = max(entry[0], absmax)
+            else:
+                bad = True
             entry[1] += flushed
             entry[2] += nonzero
         entry[3] += 1
+        entry[4] += bad
         if entry[0] > self.limit and name not in self.inputs and len(self.inputs) < _KEEP_INPUTS:
             memo: dict[int, torch.Tensor] = {}
             self.inputs[name] = (module, _cloned(args, memo), _cloned(kwargs or {}, memo))
@@ -209,12 +214,12 @@ def precision_report(model: nn.Module, batches: Sequence[Any], *, dtype: str | t
             raise InputError(f"the model raised {type(res.error).__name__} on batch {i}: {res.error}") from res.error
     report = PrecisionReport(dtype=str(target).removeprefix("torch."), source_dtype=str(source).removeprefix("torch."))
     over = {name for name, entry in recorder.stats.items() if entry[0] > recorder.limit}
-    for name, (absmax, flushed, nonzero, calls) in recorder.stats.items():
+    for name, (absmax, flushed, nonzero, calls, bad) in recorder.stats.items():
         # a container whose outputs overflow because a layer inside it does is not a second culprit
         inside = any(other != name and (not name or other.startswith(f"{name}.")) for other in over)
         layer = LayerHeadroom(module=name, module_type=recorder.types[name], absmax=absmax or None,
                               limit=recorder.limit, flush_share=flushed / nonzero if nonzero else 0.0,
-                              calls=int(calls), predicted=name in over and not inside)
+                              calls=int(calls), nonfinite_calls=int(bad), predicted=name in over and not inside)
         report.layers.append(layer)
     if not confirm:
         return report

@@ -407,7 +407,9 @@ def render_precision(report: Any) -> RenderableType:
     table = FittedTable(list(_PRECISION_COLUMNS))
     for layer in report.layers:
         verdict = ("yes, confirmed" if layer.confirmed else "predicted; not confirmed" if layer.confirmed is False
-                   else "predicted") if layer.predicted else ""
+                   else "predicted") if layer.predicted else (
+            f"already non-finite in {report.source_dtype} ({layer.nonfinite_calls}/{layer.calls} calls)"
+            if layer.nonfinite_calls else "")
         table.add_row(_plain(display_name(layer.module)), _plain(layer.module_type), _num(layer.absmax),
                       _num(layer.headroom), f"{layer.flush_share:.1%}" if layer.flush_share else "-",
                       _plain(verdict), style="bold red" if layer.predicted else "")
