@@ -18,7 +18,11 @@ from typing import Any
 __all__ = ["SIGNALS", "Divergence", "Growth", "Thresholds", "analyze", "fit_growth", "series"]
 
 SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
-"""History keys whose exponential growth means divergence (in this order of preference for the root)."""
+"""History keys whose exponential growth means divergence."""
+ONSET_SIGNALS = ("grad_norm", "loss", "output_absmax")
+"""The signals whose growth dates the onset (the update ratio also steps up when the learning rate does)."""
+LR_LEAD = 30
+"""A learning-rate increase at most this many steps before the growth is taken as where it began."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,17 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     growths = [g for key in SIGNALS if (g := fit_growth(series(history, key), key)) is not None]
     if not growths:
         return None
-    onset = min(g.onset for g in growths)
+    # the loss dates it best (training lowers it, so its floor is where the run turned); else the first fit
+    loss = next((g for g in growths if g.signal == "loss"), None)
+    dated = [g.onset for g in growths if g.signal in ONSET_SIGNALS] or [g.onset for g in growths]
+    onset = _left_floor(history, loss) if loss is not None else min(dated)
     found = Divergence(growths=sorted(growths, key=lambda g: -g.decades), onset=onset)
+    raised = _lr_raised(history, onset)
+    if raised is not None:
+        step, before, after = raised
+        found.onset = step
+        found.notes.append(f"the learning rate rose from {before:.3g} to {after:.3g} at step {step}, "
+                           f"{onset - step} step(s) before the growth")
     found.lr = _value_at(history, "lr", found.growths[0].last)
     healthy = [v for s, v in series(history, "grad_norm") if s <= onset]
     if healthy:
@@ -195,6 +208,33 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     scales = [v for _, v in series(history, "loss_scale")]
     found.loss_scale_falling = len(scales) >= 4 and scales[-1] < scales[0] / 8
     found.fastest, found.fastest_evidence = _fastest(layer_history, param_history, onset)
+    return found
+
+
+def _left_floor(history: Sequence[Mapping[str, Any]], growth: Growth) -> int:
+    """Where the growth began: the last step, up to the fitted onset, at which the series was within 10% of
+    its lowest value so far (a slow start puts the fitted hinge a few steps late)."""
+    best, began = math.inf, growth.onset
+    for step, value in series(history, growth.signal):
+        if step > growth.onset:
+            break
+        best = min(best, value)
+        if value <= 1.1 * best:
+            began = step
+    return began
+
+
+def _lr_raised(history: Sequence[Mapping[str, Any]], onset: int) -> tuple[int, float, float] | None:
+    """The last learning-rate increase (by at least 1.5x) within :data:`LR_LEAD` steps before ``onset``:
+    (step, before, after)."""
+    found = None
+    previous: float | None = None
+    for step, lr in series(history, "lr"):
+        if step > onset:
+            break
+        if previous is not None and lr >= 1.5 * previous and onset - step <= LR_LEAD:
+            found = (step, previous, lr)
+        previous = lr
     return found
 
 

@@ -306,6 +306,8 @@ def _divergence(f: Facts) -> Candidate:
     strength = DIRECT + 5 if div.strength >= 3.0 else MEASURED + 5
     for growth in div.growths:
         c.add(strength, growth.describe())
+    for note in div.notes:
+        c.add(strength, note)
     if div.loss_scale_falling:
         c.add(MEASURED, "the loss scale kept falling (the scaler skipped overflowing step after step)")
     c.summary = (f"the run diverged: {div.growths[0].describe()}; the non-finite value at this step is where "
@@ -316,7 +318,7 @@ def _divergence(f: Facts) -> Candidate:
 
 def divergence_root(div: Divergence) -> Root:
     """``verdict.root`` of a diverged run: the step where growth began, and what grew fastest."""
-    root = Root(step=div.onset, evidence=div.growths[0].describe())
+    root = Root(step=div.onset, evidence="; ".join([div.growths[0].describe(), *div.notes]))
     if div.fastest:
         if "." in div.fastest and div.fastest.rsplit(".", 1)[-1] in ("weight", "bias"):
             root.parameter = div.fastest

@@ -25,9 +25,16 @@ from nanprobe.diagnosis.dynamics import Growth, Thresholds, fit_growth
 __all__ = ["ONLINE", "WINDOW", "EarlyWarning", "GrowthWatch"]
 
 WINDOW = 40
-ONLINE = Thresholds(min_slope=0.08, min_steps=4, min_decades=2.0, min_gain=0.06)
+ONLINE = Thresholds(min_slope=0.08, min_steps=4, min_decades=3.0, min_gain=0.06)
+HEADROOM_SHARE = 0.25
+"""...or this share of the decades left between the window's smallest value and the dtype's max, when that is
+less (float16 overflows 4.8 decades above 1: a fixed 3 decades would warn too late)."""
+GRACE = 10
+"""No growth warning in a run's first steps: initial transients are not divergence."""
 _GROWING = ("grad_norm", "loss", "output_absmax", "update_ratio")
-_SCALE_DROPS = 6  # halvings of the loss scale within the window
+_IN_MODEL_DTYPE = ("loss", "output_absmax")  # norms and ratios are computed in float32 whatever the model's dtype
+_SCALE_DROPS = 6  # halvings of the loss scale within the window...
+_SCALE_FLOOR = 1.0  # ...down below 1: even unscaled gradients overflow (a scaler calibrating down is normal)
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,9 @@ class GrowthWatch:
             if points and points[-1][0] == step:
                 points.pop()
             points.append((step, abs(value)))
-            if key not in self._fired and self._steep(points):
-                growth = fit_growth(list(points), key, self.thresholds)
+            thresholds = self._for(points, limit if key in _IN_MODEL_DTYPE else None)
+            if key not in self._fired and step >= GRACE and self._steep(points, thresholds):
+                growth = fit_growth(list(points), key, thresholds)
                 if growth is not None:
                     found.append(self._fire(step, key, growth, limit))
         absmax = values.get("output_absmax")
@@ -78,22 +86,35 @@ class GrowthWatch:
             scales = self._points.setdefault("loss_scale", deque(maxlen=self._window))
             scales.append((step, scale))
             drops = sum(1 for (_, a), (_, b) in zip(list(scales), list(scales)[1:]) if b < a)
-            if drops >= _SCALE_DROPS and scales[-1][1] < scales[0][1]:
+            if drops >= _SCALE_DROPS and scale < _SCALE_FLOOR:
                 self._fired.add("loss_scale")
                 found.append(EarlyWarning(step, "loss_scale", f"the loss scale fell {drops} times in the last "
                                           f"{len(scales)} steps, to {scale:.3g}: the scaler keeps skipping "
                                           "overflowing steps"))
         return found
 
-    def _steep(self, points: deque[tuple[int, float]]) -> bool:
-        if len(points) <= self.thresholds.min_steps:
+    def _for(self, points: deque[tuple[int, float]], limit: float | None) -> Thresholds:
+        """The thresholds for this window: fewer decades when the dtype's max is near."""
+        low = min(v for _, v in points)
+        if limit is None or low <= 0 or low >= limit:
+            return self.thresholds
+        room = math.log10(limit / low) * HEADROOM_SHARE
+        if room >= self.thresholds.min_decades:
+            return self.thresholds
+        t = self.thresholds
+        return Thresholds(min_slope=t.min_slope, min_steps=t.min_steps, min_decades=room, min_gain=t.min_gain)
+
+    def _steep(self, points: deque[tuple[int, float]], thresholds: Thresholds) -> bool:
+        if len(points) <= thresholds.min_steps:
             return False
         values = [v for _, v in points]
         last = values[-1]
-        return last >= max(values) and last >= 10 ** self.thresholds.min_decades * min(values)
+        return last >= max(values) and last >= 10 ** thresholds.min_decades * min(values)
 
     def _fire(self, step: int, key: str, growth: Growth, limit: float | None) -> EarlyWarning:
         self._fired.add(key)
+        if key not in _IN_MODEL_DTYPE:
+            limit = float(torch.finfo(torch.float32).max)
         projected = growth.projected_overflow(limit) if limit is not None else None
         message = f"{growth.describe()}"
         if projected is not None:

@@ -1,0 +1,263 @@
+"""Does the monitor explain a diverging run, and warn before it? A sweep of small training runs under
+``nanprobe.monitor``: runs that diverge (too high a learning rate from the start or after a schedule jump,
+float16 without a loss scaler, an unstable hand-written loss, a deeper net) and healthy ones (safe learning
+rates, gradient clipping, a one-step learning-rate spike, a GradScaler run with skipped overflow steps, Adam).
+
+    python benchmarks/divergence.py [--json benchmarks/results/divergence.json] [--readme]
+
+Reported, as the issue asks:
+* the share of diverging runs whose bundle says ``training_divergence`` with ``root.step`` within 20% of the
+  true onset (``|root.step - onset| <= max(2, 0.2 * (failure - onset))``: 20% of the run's diverging part).
+  The true onset of a run whose learning rate jumps is the jump; of a run at one learning rate throughout, the
+  step where its growth began: the last step at which the loss was within 10% of its lowest so far;
+* the median lead of the early warning (steps between the first warning and the first non-finite value), and
+  the share of diverging runs warned at least 5 steps ahead;
+* false warnings per 10,000 healthy steps (any early warning or bundle in a healthy run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nanprobe.monitoring import monitor
+from nanprobe.monitoring.monitor import GrowthWarning
+from nanprobe.postmortem.bundle import load_bundle
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    diverges: bool
+    lr: float
+    steps: int = 300
+    depth: int = 2
+    loss: str = "mse"  # "mse" | "exp" (exp(|residual|): unstable once residuals grow)
+    half: bool = False  # float16 weights and data, no loss scaler
+    clip: float | None = None
+    jump: tuple[int, float] | None = None  # (step, new lr): a schedule mistake
+    spike: int | None = None  # one step at lr 1.2, then back (healthy)
+    scaler: bool = False  # autocast float16 + GradScaler with a too-high initial scale (skipped steps)
+    adam: bool = False
+
+
+
+RUNS = [
+    Run("lr 0.65", True, 0.65), Run("lr 0.7", True, 0.7), Run("lr 0.8", True, 0.8), Run("lr 1.0", True, 1.0),
+    Run("jump to 0.7 at 50", True, 0.05, jump=(50, 0.7)), Run("jump to 0.75 at 100", True, 0.05, jump=(100, 0.75)),
+    Run("jump to 0.9 at 150", True, 0.05, jump=(150, 0.9)),
+    Run("jump to 0.7 at 200", True, 0.02, steps=500, jump=(200, 0.7)),
+    Run("fp16, no scaler, lr 0.65", True, 0.65, half=True), Run("fp16, no scaler, lr 0.7", True, 0.7, half=True),
+    Run("fp16, no scaler, lr 0.8", True, 0.8, half=True),
+    Run("exp loss, lr 0.42", True, 0.42, loss="exp"), Run("4 layers, lr 0.6", True, 0.6, depth=4, steps=400),
+    Run("exp loss, lr 0.45", True, 0.45, loss="exp"),
+    # healthy (850 steps each: together above 10,000 steps)
+    Run("lr 0.05", False, 0.05, steps=850), Run("lr 0.2", False, 0.2, steps=850), Run("lr 0.5", False, 0.5, steps=850),
+    Run("clip 1.0, lr 0.9", False, 0.9, steps=850, clip=1.0), Run("clip 5.0, lr 2.0", False, 2.0, steps=850, clip=5.0),
+    Run("lr spike at 100", False, 0.05, steps=850, spike=100), Run("lr spike at 400", False, 0.1, steps=850, spike=400),
+    Run("GradScaler, skipped steps", False, 0.05, steps=850, scaler=True),
+    Run("fp16, lr 0.3", False, 0.3, steps=850, half=True), Run("exp loss, lr 0.2", False, 0.2, steps=850, loss="exp"),
+    Run("Adam 1e-3", False, 1e-3, steps=850, adam=True), Run("4 layers, lr 0.3", False, 0.3, steps=850, depth=4),
+]
+
+
+@dataclass
+class Outcome:
+    run: str
+    diverges: bool
+    steps: int
+    failure: int | None = None
+    cause: str | None = None
+    root_step: int | None = None
+    onset: int = 0
+    warned_at: int | None = None
+    warning: str | None = None
+    warnings: int = 0
+    bundles: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cause_right(self) -> bool:
+        return self.cause == "training_divergence"
+
+    @property
+    def onset_right(self) -> bool:
+        if self.root_step is None or self.failure is None:
+            return False
+        return abs(self.root_step - self.onset) <= max(2.0, 0.2 * (self.failure - self.onset))
+
+    @property
+    def lead(self) -> int | None:
+        return None if self.warned_at is None or self.failure is None else self.failure - self.warned_at
+
+
+def _model(run: Run) -> nn.Module:
+    layers: list[nn.Module] = [nn.Linear(16, 32), nn.Tanh()]
+    for _ in range(run.depth - 1):
+        layers += [nn.Linear(32, 32), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(32, 1))
+
+
+def train(run: Run, out_dir: Path) -> Outcome:
+    torch.manual_seed(0)
+    model = _model(run)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 16, generator=gen), torch.randn(64, 1, generator=gen)
+    if run.half:
+        model, x, y = model.half(), x.half(), y.half()
+    opt: torch.optim.Optimizer = (torch.optim.Adam(model.parameters(), lr=run.lr) if run.adam
+                                  else torch.optim.SGD(model.parameters(), lr=run.lr))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40) if run.scaler else None
+    out = Outcome(run.name, run.diverges, 0)
+    losses: list[float] = []
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with monitor(model, out_dir=out_dir, on_nonfinite="dump", optimizer=opt, scaler=scaler,
+                     run_name=re.sub(r"\W+", "-", run.name), time_budget=None) as mon:
+            for step in range(run.steps):
+                for group in opt.param_groups:
+                    group["lr"] = (run.jump[1] if run.jump and step >= run.jump[0] else
+                                   1.2 if run.spike is not None and step == run.spike else run.lr)
+                with torch.autocast("cpu", dtype=torch.float16, enabled=run.scaler):
+                    residual = model(x) - y
+                    loss = (residual ** 2).mean() if run.loss == "mse" else torch.exp(residual.abs()).mean()
+                mon.check_loss(loss)
+                out.steps = step + 1
+                losses.append(float(loss))
+                if not math.isfinite(losses[-1]):
+                    out.failure = step
+                    break
+                opt.zero_grad()
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+                mon.after_backward()
+                if run.clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                mon.step()
+    out.seconds = time.perf_counter() - start
+    out.onset = run.jump[0] if run.jump else _growth_began(losses)
+    growth = [w for w in caught if issubclass(w.category, GrowthWarning)]
+    out.warnings = len(growth)
+    if mon.warnings:
+        out.warned_at, out.warning = mon.warnings[0].step, mon.warnings[0].message
+    out.skipped = sum(1 for r in mon.history.tail() if r.get("scaler_skipped"))
+    out.bundles = len(mon.bundles)
+    if mon.bundles:
+        report = load_bundle(mon.bundles[0]).report
+        if report.verdict is not None:
+            out.cause = report.verdict.cause
+            out.root_step = report.verdict.root.step if report.verdict.root is not None else None
+    return out
+
+
+def _growth_began(losses: list[float]) -> int:
+    """The last step at which the loss was within 10% of its lowest so far (before it ran away)."""
+    best, began = math.inf, 0
+    for step, value in enumerate(losses):
+        if not math.isfinite(value):
+            break
+        best = min(best, value)
+        if value <= 1.1 * best:
+            began = step
+    return began
+
+
+def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
+    bad = [o for o in outcomes if o.diverges]
+    good = [o for o in outcomes if not o.diverges]
+    leads = [o.lead for o in bad if o.lead is not None]
+    healthy_steps = sum(o.steps for o in good)
+    false = sum(o.warnings + o.bundles for o in good)
+    return {
+        "diverging_runs": len(bad), "diverged": sum(o.failure is not None for o in bad),
+        "right_cause_and_onset": sum(o.cause_right and o.onset_right for o in bad) / max(len(bad), 1),
+        "right_cause": sum(o.cause_right for o in bad) / max(len(bad), 1),
+        "median_lead_steps": statistics.median(leads) if leads else None,
+        "warned_5_ahead": sum(1 for o in bad if (o.lead or 0) >= 5) / max(len(bad), 1),
+        "healthy_runs": len(good), "healthy_steps": healthy_steps,
+        "false_warnings_per_10k": false / max(healthy_steps, 1) * 10_000,
+        "healthy_finished": sum(o.failure is None for o in good),
+    }
+
+
+def table(outcomes: list[Outcome], summary: dict[str, Any]) -> str:
+    lines = ["| run | kind | first non-finite | cause | root.step (true onset) | first warning (lead) |",
+             "|---|---|---|---|---|---|"]
+    for o in outcomes:
+        kind = "diverges" if o.diverges else "healthy"
+        fail = str(o.failure) if o.failure is not None else f"none in {o.steps} steps"
+        root = f"{o.root_step} ({o.onset})" if o.diverges else "-"
+        warn = (f"step {o.warned_at} ({o.lead})" if o.lead is not None else str(o.warned_at)) \
+            if o.warned_at is not None else "none"
+        extra = f", {o.skipped} skipped by the scaler" if o.skipped else ""
+        lines.append(f"| {o.run}{extra} | {kind} | {fail} | {o.cause or '-'} | {root} | {warn} |")
+    s = summary
+    lines += ["", f"- right cause and `root.step` within 20% of the onset: **{s['right_cause_and_onset']:.0%}** of "
+                  f"{s['diverging_runs']} diverging runs (right cause alone: {s['right_cause']:.0%}); target 90%",
+              f"- early warning at least 5 steps ahead: **{s['warned_5_ahead']:.0%}** (median lead "
+              f"{s['median_lead_steps']} steps); target 80%",
+              f"- false warnings: **{s['false_warnings_per_10k']:.2f} per 10,000 healthy steps** "
+              f"({s['healthy_steps']} steps in {s['healthy_runs']} runs); target at most 1"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", metavar="FILE", help="write every outcome and the summary")
+    parser.add_argument("--readme", action="store_true", help="replace the divergence block of README.md")
+    parser.add_argument("--only", nargs="*", help="run only these runs (by name)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    runs = [r for r in RUNS if not args.only or r.name in args.only]
+    outcomes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run in enumerate(runs):
+            outcomes.append(train(run, Path(tmp) / str(i)))
+            o = outcomes[-1]
+            print(f"{run.name:32s} failure {o.failure} cause {o.cause} root {o.root_step} warned {o.warned_at} "
+                  f"warnings {o.warnings} ({o.seconds:.1f} s)", flush=True)
+    summary = summarise(outcomes)
+    text = table(outcomes, summary)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": platform.platform(), "torch": torch.__version__,
+                                               "summary": summary, "runs": [asdict(o) for o in outcomes]},
+                                              indent=2) + "\n")
+    if args.readme:
+        readme = README.read_text()
+        block = f"<!-- divergence:begin -->\n{text}<!-- divergence:end -->"
+        if "<!-- divergence:begin -->" not in readme:
+            raise SystemExit("README.md has no divergence block")
+        README.write_text(re.sub(r"<!-- divergence:begin -->.*?<!-- divergence:end -->", lambda m: block, readme,
+                                 flags=re.S))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
