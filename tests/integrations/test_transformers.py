@@ -143,3 +143,26 @@ def test_the_real_optimizer_and_the_scaler_are_found_inside_accelerates_wrapper(
         assert last["loss_scale"] == 2.0 ** 16 and last["grad_norm"] == pytest.approx(math.sqrt(4 * 4 + 4))
     finally:
         glue.stop()
+
+
+def test_a_monitored_run_with_a_nan_step_ends_bitwise_as_the_bare_run(tmp_path: Path) -> None:
+    """Never harm: weights, optimizer state, the Trainer's logs and the RNG are those of the bare run, although
+    the diagnosis re-ran the failing batch several times inside the step (dropout on)."""
+
+    def run(callbacks: list, out: str) -> dict:
+        model = tiny_bert()
+        run = trainer(model, callbacks, STEPS, out, bad_step=BAD)
+        run.train()
+        return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "opt": run.optimizer.state_dict(),
+                "logs": [{k: v for k, v in row.items() if "runtime" not in k and "per_second" not in k}
+                         for row in run.state.log_history], "rng": torch.get_rng_state()}
+
+    bare = run([], str(tmp_path / "bare"))
+    watched = run([NanprobeCallback(tmp_path / "bundles", on_nonfinite="dump")], str(tmp_path / "watched"))
+    assert (tmp_path / "bundles" / f"bertformaskedlm-step{BAD}").is_dir()
+    assert bare["state"].keys() == watched["state"].keys()
+    for name, value in bare["state"].items():
+        assert torch.equal(value.nan_to_num(), watched["state"][name].nan_to_num()), name
+        assert torch.equal(value.isnan(), watched["state"][name].isnan()), name
+    assert str(bare["opt"]) == str(watched["opt"]) and str(bare["logs"]) == str(watched["logs"])
+    assert torch.equal(bare["rng"], watched["rng"])
