@@ -118,6 +118,7 @@ class Monitor:
         self._rerun: list[Callable[[], AbstractContextManager[Any]]] = []
         self._on_stop: list[Callable[[], None]] = []
         self._compiled = False
+        self._autocast: tuple[tuple[str, torch.dtype], ...] = ()  # the last call's autocast regions
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Monitor:
@@ -282,6 +283,7 @@ class Monitor:
             self._advance()
         self.calls += 1
         self._compiled = self._compiled or event.compiled or _is_compiled(self.model)
+        self._autocast = _autocast_regions()
         record = StepCall(self._step, self.epoch, event.call, event.rng, mode_of(event.training),
                           event.grad_enabled, method)
         self._last = record
@@ -342,12 +344,16 @@ class Monitor:
     @contextmanager
     def _rerunning(self) -> Iterator[None]:
         """While nanprobe re-runs the model itself: its own calls unwatched, eagerly (also a module compiled in
-        place with ``module.compile()``), with the framework's contexts entered."""
+        place with ``module.compile()``), in the autocast region the call ran in (the replays vary it), with the
+        framework's contexts entered."""
         compiled = [(m, m._compiled_call_impl) for m in _unwrap(self.model).modules()
                     if getattr(m, "_compiled_call_impl", None) is not None]
         with self._watcher.paused(), ExitStack() as stack:
             for make in self._rerun:
                 stack.enter_context(make())
+            for device, dtype in self._autocast:  # a gradient check runs outside the call's autocast region
+                if (device, dtype) not in _autocast_regions():
+                    stack.enter_context(torch.autocast(device, dtype=dtype))
             try:
                 for m, _ in compiled:
                     m._compiled_call_impl = None
@@ -416,6 +422,18 @@ _EAGER = ("_on_call", "_handle", "_on_warning")  # what may be reached from code
 
 def _finite(value: float) -> bool:
     return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _autocast_regions() -> tuple[tuple[str, torch.dtype], ...]:
+    """The devices autocast is on for now, with their dtypes (e.g. a framework's mixed-precision forward)."""
+    found = []
+    for device in ("cpu", "cuda"):
+        try:
+            if torch.is_autocast_enabled(device):
+                found.append((device, torch.get_autocast_dtype(device)))
+        except (TypeError, AttributeError, RuntimeError):  # torch < 2.4 names them per device
+            pass
+    return tuple(found)
 
 
 def _is_compiled(model: nn.Module) -> bool:

@@ -15,6 +15,7 @@ from torch import nn
 
 from nanprobe import monitor
 from nanprobe.monitoring.monitor import GrowthWarning, MonitorWarning, NonFiniteWarning
+from nanprobe.postmortem.bundle import load_bundle
 
 OURS = (MonitorWarning, NonFiniteWarning)
 
@@ -85,3 +86,34 @@ def test_the_plain_monitor_with_a_scaler_unscaled_before_clipping(tmp_path: Path
     assert history[1].get("scaler_skipped") == 1.0 and "grad_norm" not in history[1]
     assert history[2]["grad_norm"] == pytest.approx(norms[2], rel=1e-4) and not math.isfinite(norms[1])
     assert mon.failures == []
+
+
+def test_a_gradient_failure_is_diagnosed_in_the_autocast_region_its_forward_ran_in(tmp_path: Path) -> None:
+    """Lightning runs the forward under bf16 autocast and the gradient check after it: the diagnosis re-enters
+    the forward's autocast region, so its "autocast off" replay is a real comparison, not skipped."""
+    pytest.importorskip("lightning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nanprobe.integrations.lightning import NanprobeCallback
+    from tests.integrations.lit_models import BAD_ROW, BATCH, LitLogNet, trainer
+
+    class WithNorm(nn.Module):
+        def forward(self, h: torch.Tensor) -> torch.Tensor:
+            return torch.cat([h, (h * h).sum(-1, keepdim=True).sqrt()], -1)  # finite at a zero row, its gradient not
+
+    class NormNet(LitLogNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 8, bias=False), WithNorm(), nn.Linear(9, 1))
+
+    x = torch.rand(4 * BATCH, 8, generator=torch.Generator().manual_seed(0)) + 0.5
+    x[2 * BATCH + BAD_ROW] = 0.0  # step 2
+    callback = NanprobeCallback(tmp_path, on_nonfinite="dump")
+    fit = trainer([callback], 4, precision="bf16-mixed")
+    fit.fit(NormNet(), DataLoader(TensorDataset(x, torch.randn(4 * BATCH)), batch_size=BATCH))
+    failure = callback.monitor.failures[0]
+    assert (failure.step, failure.phase) == (2, "backward")
+    report = load_bundle(failure.bundle).report
+    assert report.first_nonfinite.phase == "backward"
+    assert not any("autocast off: skipped" in line for line in report.verdict.evidence), report.verdict.evidence
+    assert any(entry.variant == "autocast off" for entry in report.replay)
