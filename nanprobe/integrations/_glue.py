@@ -73,7 +73,7 @@ class CallbackMonitor:
     def __init__(self, out_dir: str | Path, monitor_kwargs: dict[str, Any]) -> None:
         for key in ("optimizer", "scaler", "methods"):
             if key in monitor_kwargs:
-                raise TypeError(f"the callback finds the {key} itself; pass it to the framework instead")
+                raise TypeError(f"the callback sets monitor({key}=...) itself (from the framework's own)")
         self.out_dir = out_dir
         self.kwargs = monitor_kwargs
         self.monitor: Monitor | None = None
@@ -144,9 +144,7 @@ class CallbackMonitor:
         mon = self.monitor
         if mon is None or value is None or self._losses[0] == step or step < 0:
             return
-        last = mon.history.tail(1)
-        if not last or last[-1]["step"] <= step:  # the history keeps steps in order (it merges the newest)
-            mon.history.log(step, {"loss": value})
+        mon.history.log(step, {"loss": value})  # merged into that step's record
 
     def _on_call(self, event: CallEvent) -> None:
         """A training call's loss, averaged over the step's calls (gradient accumulation), in the history."""

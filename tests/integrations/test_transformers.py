@@ -166,3 +166,24 @@ def test_a_monitored_run_with_a_nan_step_ends_bitwise_as_the_bare_run(tmp_path: 
         assert torch.equal(value.isnan(), watched["state"][name].isnan()), name
     assert str(bare["opt"]) == str(watched["opt"]) and str(bare["logs"]) == str(watched["logs"])
     assert torch.equal(bare["rng"], watched["rng"])
+
+
+def test_without_a_loss_in_the_outputs_the_logged_loss_lands_at_its_own_step(tmp_path: Path) -> None:
+    """A ``compute_loss_func`` computes the loss outside the model (which then returns none): the loss the
+    Trainer logs after each step is recorded at the step it was computed in, not one step late."""
+
+    def loss_func(outputs: object, labels: torch.Tensor, num_items_in_batch: object = None) -> torch.Tensor:
+        logits = outputs.logits  # type: ignore[attr-defined]
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+    callback = NanprobeCallback(tmp_path / "bundles")
+    run = trainer(tiny_bert(), [callback], 4, str(tmp_path / "out"))
+    run.compute_loss_func = loss_func
+    run.train()
+    assert callback._glue._losses[0] == -1  # no call returned a loss: every value below came from on_log
+    history = {row["step"]: row for row in callback.monitor.history.tail()}
+    logged = _logged(run)
+    assert sorted(logged) == [0, 1, 2, 3]
+    for step, row in logged.items():
+        assert history[step]["loss"] == pytest.approx(row["loss"], rel=1e-5)
+        assert "output_absmax" in history[step]  # the same step's record, not a new one
