@@ -1,7 +1,7 @@
 """The callbacks' cost inside each framework: a training step bare and with nanprobe, runs interleaved in one
 process, medians of the repeats (steps after the 10th; startup excluded).
 
-    python -m tests.integrations.overhead [--repeats 5] [--size small|large]
+    python -m tests.integrations.overhead [--repeats 5] [--size small|large] [--only accelerate ...]
 """
 
 from __future__ import annotations
@@ -127,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", choices=list(SIZES), default="small")
+    parser.add_argument("--only", nargs="*", default=None, help="lightning, hf_trainer, accelerate")
     options = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -140,6 +141,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as out:
         for name, run in runs.items():
+            if options.only and name not in options.only:
+                continue
             run(False, out), run(True, out)  # warm-up
             bare, watched = [], []
             for _ in range(options.repeats):
