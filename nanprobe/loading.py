@@ -38,7 +38,7 @@ from nanprobe.checkpoint_files import (
     read_torch_file,
 )
 from nanprobe.errors import InputError
-from nanprobe.integrations.transformers import (
+from nanprobe.integrations.hf_checkpoints import (
     AUTO_MODEL,
     builder_for_class,
     builder_from_config,

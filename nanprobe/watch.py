@@ -4,7 +4,12 @@ Per-module hooks change what runs: ``nn.TransformerEncoderLayer`` refuses its fa
 submodules has a forward (pre-)hook. Global module hooks do not, so the watcher uses one global pre-hook
 and one global post-hook, reacts only to calls of the watched models that are not nested inside another
 watched call, captures the RNG state before the call and the call's arguments after it, and checks the
-outputs with the sentinel (one host sync per call)."""
+outputs with the sentinel (one host sync per call).
+
+Under ``torch.compile`` a watched module called from compiled code has its global hooks traced by Dynamo. The
+hooks only test membership (traceable, no graph break for the modules nobody watches); what they do for a
+watched call runs through :func:`eager`, which Dynamo never traces: it breaks the graph there and runs
+nanprobe's handling (and any diagnosis it starts) eagerly."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -24,7 +29,15 @@ from nanprobe.batches import ModelCall, batch_size
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import FiniteCheck, check_finite
 
-__all__ = ["CallEvent", "Watcher"]
+__all__ = ["CallEvent", "Watcher", "eager"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def eager(fn: F) -> F:
+    """``fn`` marked so that Dynamo never traces it, nor anything it calls: under ``torch.compile`` the graph
+    breaks there and ``fn`` runs eagerly. Imports ``torch._dynamo`` (about a second, once per process)."""
+    return torch.compiler.disable(fn, recursive=True)  # type: ignore[return-value]
 
 
 @dataclass
@@ -40,6 +53,7 @@ class CallEvent:
     check: FiniteCheck
     training: bool
     grad_enabled: bool
+    compiled: bool = False  # called from code that torch.compile compiled (the hooks were traced by Dynamo)
 
     @property
     def batch(self) -> Any:
@@ -64,6 +78,8 @@ class Watcher:
         self._counts: dict[int, int] = {}
         self._handles: list[RemovableHandle] = []
         self._local = threading.local()
+        self._entered = self._enter  # made eager at install()
+        self._finished = self._finish
 
     # -- which models ---------------------------------------------------------------------------
     def watch(self, model: nn.Module, name: str | None = None) -> None:
@@ -90,6 +106,7 @@ class Watcher:
     def install(self) -> None:
         if self._handles:
             return
+        self._entered, self._finished = eager(self._enter), eager(self._finish)
         try:
             self._handles.append(register_module_forward_pre_hook(self._pre))
             self._handles.append(register_module_forward_hook(self._post, with_kwargs=True, always_call=True))
@@ -113,28 +130,35 @@ class Watcher:
             self._local.paused = previous
 
     # -- hooks ----------------------------------------------------------------------------------
-    def _stack(self) -> list[tuple[int, RNGState | None]]:
+    def _stack(self) -> list[tuple[int, RNGState | None, bool]]:
         stack = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
         return stack
 
     def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        key = id(module)
-        if key not in self._models or getattr(self._local, "paused", False):
+        if id(module) in self._models:  # the only work for every other module call (traceable by Dynamo)
+            self._entered(module, torch.compiler.is_compiling())  # True only while Dynamo traces this hook
+
+    def _post(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
+        if id(module) in self._models:
+            self._finished(module, args, rest)
+
+    def _enter(self, module: nn.Module, compiled: bool = False) -> None:
+        if getattr(self._local, "paused", False):
             return
         stack = self._stack()
         rng = RNGState.capture() if self._capture_rng and not stack else None
-        stack.append((key, rng))
+        stack.append((id(module), rng, compiled))
 
-    def _post(self, module: nn.Module, args: tuple[Any, ...], *rest: Any) -> None:
+    def _finish(self, module: nn.Module, args: tuple[Any, ...], rest: tuple[Any, ...]) -> None:
         key = id(module)
-        if key not in self._models or getattr(self._local, "paused", False):
+        if getattr(self._local, "paused", False):
             return
         stack = self._stack()
         if not stack or stack[-1][0] != key:
             return
-        _, rng = stack.pop()
+        _, rng, compiled = stack.pop()
         if stack or len(rest) != 2:  # nested call, or the forward raised (always_call passes no kwargs)
             return
         kwargs, output = rest
@@ -154,5 +178,6 @@ class Watcher:
                 check=check,
                 training=model.training,
                 grad_enabled=torch.is_grad_enabled(),
+                compiled=compiled,
             )
         )

@@ -1,106 +1,99 @@
-"""transformers glue for loading: how to build a model from a transformers config, and which state-dict keys a
-``PreTrainedModel`` declares harmless. transformers is imported only when a config needs building."""
+"""Hugging Face ``Trainer`` glue: ``NanprobeCallback``, one line in the Trainer.
+
+    trainer = Trainer(model, args, ..., callbacks=[NanprobeCallback("nan-bundles")])   # on_nonfinite="raise"
+
+The callback starts the monitor at ``on_train_begin`` on the model the trainer calls (``trainer.model``;
+under DDP or ``torch.compile`` the wrapper calls it), with the real optimizer inside accelerate's wrapper
+(learning rate, update ratio) and its GradScaler under fp16 (skipped overflow steps are recorded, not
+reported). The loss of each step comes from the model's own output (``outputs.loss``, averaged over
+gradient-accumulation micro-batches) at the step it belongs to; when the model returns none, the loss of
+``on_log`` is recorded at the step it was computed for. Gradients are checked at the end of each backward
+pass, before the Trainer clips them (no callback event comes between the two: a clipped norm would hide
+their growth), and the monitor's step is ``state.global_step``.
+
+transformers is imported when ``NanprobeCallback`` is first used. (Loading Hugging Face checkpoints is
+``nanprobe.integrations.hf_checkpoints``.)
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Mapping
-from functools import partial
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+import torch
 
-from nanprobe.errors import InputError
+from nanprobe.integrations._glue import CallbackMonitor
+from nanprobe.watch import CallEvent
 
-__all__ = ["AUTO_MODEL", "builder_for_class", "builder_from_config", "ignored_key_patterns", "is_pretrained_class",
-           "is_transformers_config"]
+__all__ = ["NanprobeCallback"]
 
-Builder = Callable[[], nn.Module]
-AUTO_MODEL = "transformers:AutoModel"  # what builds a config that names no class this transformers has
-_FLAG_HINT = "or pass --model MODULE:CALLABLE"
+if TYPE_CHECKING:
+    NanprobeCallback: type  # defined on first use (module __getattr__), when the framework is imported
 
 
-def _transformers(why: str) -> Any:
+def _output_loss(event: CallEvent) -> Any:
+    """``outputs.loss`` of a Hugging Face model (a ``ModelOutput`` is a Mapping), when it returned one."""
+    out = event.output
+    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+    return loss if isinstance(loss, torch.Tensor) else None
+
+
+def _define() -> type:
     try:
-        import transformers
+        from transformers import TrainerCallback
     except ImportError as e:
-        raise InputError(f"{why} needs the transformers package, which is not installed; pip install transformers, "
-                         f"{_FLAG_HINT}") from e
-    return transformers
+        raise ImportError("nanprobe.integrations.transformers.NanprobeCallback needs transformers: "
+                          "pip install transformers") from e
+
+    class NanprobeCallback(TrainerCallback):
+        """Watch ``Trainer.train()`` with nanprobe's monitor; a post-mortem bundle at the first non-finite step.
+
+        ``out_dir`` and ``monitor_kwargs`` are :func:`nanprobe.monitor`'s (``on_nonfinite="raise"`` stops
+        ``train()`` with :class:`nanprobe.NonFiniteError`; ``"dump"``/``"warn"`` go on). After training,
+        ``callback.monitor`` holds the history, the bundles and the failures."""
+
+        def __init__(self, out_dir: str | Path = "nanprobe-bundles", **monitor_kwargs: Any) -> None:
+            self._glue = CallbackMonitor(out_dir, monitor_kwargs)
+
+        @property
+        def monitor(self) -> Any:
+            return self._glue.monitor
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None,
+                           **kwargs: Any) -> None:
+            if model is None:
+                return
+            self._glue.start(model, step=state.global_step, loss_of=_output_loss, optimizer=optimizer,
+                             epoch=int(state.epoch or 0))
+            self._glue.check_gradients_after_backward(model)
+
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self._glue.monitor is not None:
+                self._glue.monitor.set_epoch(round(state.epoch or 0))
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any
+                          ) -> None:
+            mon = self._glue.monitor
+            if mon is not None and optimizer is not None and mon.optimizer is None:
+                self._glue.attach(optimizer)  # created late (e.g. a custom create_optimizer)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._glue.end_step(state.global_step)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            self._glue.logged_loss(state.global_step - 1, (logs or {}).get("loss"))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self._glue.stop()
+
+    NanprobeCallback.__module__ = __name__
+    return NanprobeCallback
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:200] if lines else type(e).__name__
-
-
-def is_pretrained_class(obj: Any) -> bool:
-    """Whether ``obj`` is a ``transformers.PreTrainedModel`` subclass. Never imports transformers: a subclass can
-    only exist once transformers' modeling code is imported."""
-    modeling = sys.modules.get("transformers.modeling_utils")
-    return modeling is not None and isinstance(obj, type) and issubclass(obj, modeling.PreTrainedModel)
-
-
-def is_transformers_config(config: Any) -> bool:
-    """Whether a checkpoint's config dict was written by transformers (``PretrainedConfig.to_dict()``)."""
-    return (isinstance(config, Mapping) and isinstance(config.get("model_type"), str)
-            and "transformers_version" in config)
-
-
-def _instantiate(cls: Any, config: Any) -> nn.Module:
-    # _from_config is what the Auto classes' from_config use: it applies the config's dtype and attention choice.
-    make = getattr(cls, "_from_config", None)
-    return make(config) if make is not None else cls(config)
-
-
-def builder_for_class(cls: Any, config: Mapping[str, Any] | None, *, spec: str) -> Builder:
-    """``--model`` naming a PreTrainedModel class: the checkpoint's config dict through ``cls.config_class``."""
-    config_class = cls.config_class
-    try:
-        built = config_class(**dict(config or {}))
-    except Exception as e:
-        raise InputError(f"{config_class.__name__} rejected the checkpoint's config ({type(e).__name__}: "
-                         f"{_first_line(e)}); check --model {spec}") from e
-    return partial(_instantiate, cls, built)
-
-
-def builder_from_config(config: Mapping[str, Any], *, where: str) -> tuple[Builder, str]:
-    """A builder for the model a transformers config describes, and its name (``transformers:GPT2LMHeadModel``):
-    the first of ``config["architectures"]`` that this transformers has, else ``AutoModel`` for its model_type."""
-    model_type = config.get("model_type")
-    if not isinstance(model_type, str) or not model_type:
-        raise InputError(f"{where} has no model_type, so nanprobe cannot tell which transformers model it is; "
-                         f"{_FLAG_HINT}")
-    tf = _transformers(f"building the model from {where}")
-    settings = {k: v for k, v in config.items() if k != "model_type"}
-    try:
-        built = tf.AutoConfig.for_model(model_type, **settings)
-    except ValueError as e:
-        if "Unrecognized model" not in str(e):
-            raise InputError(f"transformers rejected {where} ({_first_line(e)}); {_FLAG_HINT}") from e
-        raise InputError(f"{where} is for model_type {model_type!r}, which transformers {tf.__version__} does not "
-                         f"know; upgrade transformers, {_FLAG_HINT}") from e
-    except Exception as e:
-        raise InputError(f"transformers rejected {where} ({type(e).__name__}: {_first_line(e)}); {_FLAG_HINT}") from e
-    architectures = config.get("architectures") or []
-    for name in architectures if isinstance(architectures, list) else []:
-        try:
-            cls = getattr(tf, str(name), None)
-        except Exception:  # a lazily imported class whose optional dependency is missing
-            cls = None
-        if is_pretrained_class(cls):
-            return partial(_instantiate, cls, built), f"transformers:{name}"
-    if type(built) not in tf.MODEL_MAPPING:
-        raise InputError(f"transformers {tf.__version__} has none of the architectures {architectures} of {where} "
-                         f"and no AutoModel for model_type {model_type!r}; upgrade transformers, {_FLAG_HINT}")
-    return partial(tf.AutoModel.from_config, built), AUTO_MODEL
-
-
-def ignored_key_patterns(model: nn.Module) -> tuple[list[str], list[str]]:
-    """(missing, unexpected): regexes of state-dict keys a PreTrainedModel declares harmless, e.g. GPT-2's
-    ``attn.bias`` causal masks that old checkpoints still carry."""
-    if not is_pretrained_class(type(model)):
-        return [], []
-    missing = getattr(model, "_keys_to_ignore_on_load_missing", None) or []
-    unexpected = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []
-    return [str(p) for p in missing], [str(p) for p in unexpected]
+def __getattr__(name: str) -> Any:
+    if name == "NanprobeCallback":
+        cls = _define()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,9 @@ from nanprobe.monitoring.warning import EarlyWarning
 from nanprobe.postmortem.assemble import ModelSource, Snapshot, build_report, write_incomplete, write_snapshot
 from nanprobe.report import LayerRow, Report, WarningInfo, display_name
 
-__all__ = ["Failure", "Handling", "Position", "handle_failure", "handle_warning"]
+__all__ = ["EAGER_NOTE", "Failure", "Handling", "Position", "handle_failure", "handle_warning"]
+
+EAGER_NOTE = "the model ran under torch.compile; the diagnosis re-ran it eagerly, as nanprobe replay does"
 
 
 @dataclass
@@ -125,10 +127,11 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
                    history: list[dict[str, Any]], layers: list[LayerRow], bundles_written: int,
                    paused: Callable[[], AbstractContextManager[Any]],
                    layer_history: list[dict[str, Any]] | None = None,
-                   param_history: list[dict[str, Any]] | None = None) -> Failure:
+                   param_history: list[dict[str, Any]] | None = None, compiled: bool = False) -> Failure:
     """Diagnose (when asked), write the bundle (when under ``max_bundles``) and describe it in one line.
     Raises only ``KeyboardInterrupt`` (after the bundle is written); nanprobe's own errors are returned in
-    ``Failure.internal_error``."""
+    ``Failure.internal_error``. ``compiled``: the model ran under torch.compile (the report says the diagnosis
+    ran eagerly)."""
     if detected is None:
         return Failure(where.step, where.epoch, where.rank, list(where.ranks), None,
                        _message(h, where, phase=None, report=None, bundle=None))
@@ -151,6 +154,8 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
             snap.diagnosis, snap.diagnosis_error = _diagnose(h, target, detected, h.source.run_config, histories)
             if snap.diagnosis is None or not snap.diagnosis.nonfinite:
                 snap.verdict = _history_verdict(detected, histories)
+            if compiled and snap.diagnosis is not None:
+                snap.diagnosis.instrumentation = {**(snap.diagnosis.instrumentation or {}), "compiled": EAGER_NOTE}
     except KeyboardInterrupt as e:  # written up below, then re-raised
         interrupt, snap.incomplete = e, "interrupted (KeyboardInterrupt) during the diagnosis"
     except Exception as e:  # nanprobe's own failure: the bundle still records what the monitor saw
@@ -168,7 +173,8 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
         except Exception:
             snap.incomplete = f"{reason}; no bundle could be written to {h.out_dir}"
     report = build_report(snap)
-    note = f"bundle incomplete: {snap.incomplete}" if snap.incomplete else None
+    notes = ([EAGER_NOTE] if compiled else []) + ([f"bundle incomplete: {snap.incomplete}"] if snap.incomplete else [])
+    note = "; ".join(notes) or None
     failure = Failure(where.step, where.epoch, where.rank, list(where.ranks), detected.phase,
                       _message(h, where, phase=detected.phase, report=report, bundle=bundle, note=note),
                       bundle=bundle, report=report, diagnosis=snap.diagnosis, internal_error=internal)

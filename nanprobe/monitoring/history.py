@@ -30,7 +30,8 @@ def scalar(value: Any) -> float | None:
 class History:
     """One record per step, ``{"step": k, "loss": ..., ...}``; at most ``maxlen`` records are kept.
 
-    Values logged for the same step are merged into one record. Nothing but Python floats is stored."""
+    Values logged for the same step are merged into one record (found among the newest). Nothing but Python
+    floats is stored."""
 
     def __init__(self, maxlen: int = 200) -> None:
         if maxlen < 1:
@@ -50,9 +51,12 @@ class History:
                 clean[key] = number
         if not clean:
             return
-        if self._records and self._records[-1]["step"] == step:
-            self._records[-1].update(clean)
-            return
+        for record in reversed(self._records):  # the step's record, also when a newer one exists (a value
+            if record["step"] == step:           # read back late, or a framework hook that runs before the step's
+                record.update(clean)             # model call)
+                return
+            if record["step"] < step:
+                break
         self._records.append({"step": step, **clean})
         self.total += 1
 

@@ -16,9 +16,11 @@ stats. Steps are counted from 0: without ``mon.step()`` every top-level model ca
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch
 from nanprobe.postmortem.assemble import ModelSource
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients
-from nanprobe.watch import CallEvent, Watcher
+from nanprobe.watch import CallEvent, Watcher, eager
 
 __all__ = ["Depth", "GrowthWarning", "Monitor", "MonitorSettings", "NonFiniteWarning", "Policy", "monitor"]
 
@@ -110,6 +112,13 @@ class Monitor:
         self._dtype: torch.dtype | None = None
         self._watcher = Watcher(self._on_call, capture_rng=True, check_outputs=False)
         self._undo: list[Callable[[], None]] = []
+        # set by a framework's callback (attach_framework)
+        self._framework = False
+        self._listeners: list[Callable[[CallEvent], None]] = []
+        self._rerun: list[Callable[[], AbstractContextManager[Any]]] = []
+        self._on_stop: list[Callable[[], None]] = []
+        self._compiled = False
+        self._autocast: tuple[tuple[str, torch.dtype], ...] = ()  # the last call's autocast regions
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Monitor:
@@ -118,6 +127,9 @@ class Monitor:
             self.rank, self.world_size = self.sync.rank, self.sync.world_size
         self._watcher.watch(self.model, type(self.model).__name__)
         self.attach(*self._attach_later)
+        for name in _EAGER:  # never traced by Dynamo: under torch.compile the graph breaks there (see watch.py)
+            if name not in self.__dict__:
+                setattr(self, name, eager(getattr(self, name)))
         try:
             for method in self.settings.methods:
                 self._undo.append(patch_method(self.model, method, lambda fn, m=method: self._wrap(fn, m)))
@@ -137,6 +149,9 @@ class Monitor:
         self._warn_if_idle("by the end of the run")
         self._last = None
         self._pending.clear()
+        on_stop, self._on_stop = self._on_stop, []
+        for fn in on_stop:
+            fn()
 
     def __enter__(self) -> Monitor:
         return self.start()
@@ -184,6 +199,27 @@ class Monitor:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def attach_framework(self, step: int, *, on_call: Callable[[CallEvent], None] | None = None,
+                         rerun: Callable[[], AbstractContextManager[Any]] | None = None,
+                         on_stop: Callable[[], None] | None = None) -> None:
+        """For a framework's callback (``nanprobe.integrations``), which owns the loop: the current step becomes
+        ``step`` (the framework's global step) and steps advance only at :meth:`step`; under torch.distributed
+        the ranks still agree at every grad-enabled model call (a framework makes the same calls on every
+        rank), so a rank's NaN stops all of them before the optimizer step. ``on_call(event)`` runs after each
+        watched call (e.g. to log the loss a model returns); ``rerun()`` is entered whenever nanprobe re-runs
+        the model itself (a diagnosis, a layer snapshot), e.g. to silence the framework's logging;
+        ``on_stop()`` runs when the monitor stops (the callback releases what it added). With
+        ``on_nonfinite="raise"`` the monitor stops before it raises (no ``with`` block does it)."""
+        self._manual = self._framework = True
+        self._step = step
+        self.signals.at_step(step)
+        if on_call is not None:
+            self._listeners.append(on_call)
+        if rerun is not None:
+            self._rerun.append(rerun)
+        if on_stop is not None:
+            self._on_stop.append(on_stop)
+
     def log(self, **values: Any) -> None:
         """Record scalars for this step (``loss=``, ``grad_norm=``, ``lr=``, anything numeric). Values are
         stored as floats in a ring buffer of ``history`` steps; a tensor costs one host read."""
@@ -224,6 +260,7 @@ class Monitor:
     def _wrap(self, fn: Callable[..., Any], method: str) -> Callable[..., Any]:
         """What the watcher does for ``forward``, for a method: RNG before, arguments and check after."""
 
+        @functools.wraps(fn)  # frameworks read the method's signature (Lightning: does it take batch_idx?)
         def watched(*args: Any, **kwargs: Any) -> Any:
             rng = RNGState.capture()
             with self._watcher.paused():  # its own model(...) calls inside are part of this call
@@ -237,13 +274,20 @@ class Monitor:
         return watched
 
     def _on_call(self, event: CallEvent, method: str | None = None) -> None:
+        self._check_call(event, method)
+        for listener in self._listeners:  # a framework's callback (attach_framework)
+            listener(event)
+
+    def _check_call(self, event: CallEvent, method: str | None) -> None:
         if not self._manual and self.calls > 0:
             self._advance()
         self.calls += 1
+        self._compiled = self._compiled or event.compiled or _is_compiled(self.model)
+        self._autocast = _autocast_regions()
         record = StepCall(self._step, self.epoch, event.call, event.rng, mode_of(event.training),
                           event.grad_enabled, method)
         self._last = record
-        agree = self.sync is not None and not self._manual and event.grad_enabled
+        agree = self.sync is not None and (self._framework or not self._manual) and event.grad_enabled
         reading = self.signals.read_call(self._step, event.output, read=not agree)
         self._dtype = reading.dtype or self._dtype
         if self.settings.depth is Depth.FULL and self._step % self.settings.every == 0:
@@ -260,7 +304,9 @@ class Monitor:
 
     # -- internals -------------------------------------------------------------------------------
     def _advance(self) -> None:
-        self.signals.log_lr(self._step)
+        last = self.history.tail(1)
+        if not (last and last[-1]["step"] == self._step and "lr" in last[-1]):  # else the optimizer's step hook
+            self.signals.log_lr(self._step)  # recorded the rate it used (a scheduler may have moved it since)
         self._step += 1
         self.signals.at_step(self._step)
 
@@ -295,6 +341,27 @@ class Monitor:
                            history=self.history.tail(), layers=self._layers(), call=self._last)
         warnings.warn(text, GrowthWarning, stacklevel=4)
 
+    @contextmanager
+    def _rerunning(self) -> Iterator[None]:
+        """While nanprobe re-runs the model itself: its own calls unwatched, eagerly (also a module compiled in
+        place with ``module.compile()``), in the autocast region the call ran in (the replays vary it), with the
+        framework's contexts entered."""
+        compiled = [(m, m._compiled_call_impl) for m in _unwrap(self.model).modules()
+                    if getattr(m, "_compiled_call_impl", None) is not None]
+        with self._watcher.paused(), ExitStack() as stack:
+            for make in self._rerun:
+                stack.enter_context(make())
+            for device, dtype in self._autocast:  # a gradient check runs outside the call's autocast region
+                if (device, dtype) not in _autocast_regions():
+                    stack.enter_context(torch.autocast(device, dtype=dtype))
+            try:
+                for m, _ in compiled:
+                    m._compiled_call_impl = None
+                yield
+            finally:
+                for m, impl in compiled:
+                    m._compiled_call_impl = impl
+
     def _layers(self) -> list[Any]:
         return list(self.layer_history[-1]["layers"]) if self.layer_history else []
 
@@ -327,12 +394,14 @@ class Monitor:
         where = Position(step=step, epoch=self.epoch, rank=self.rank, world_size=self.world_size, ranks=ranks)
         failure = handle_failure(self.settings.handling, target=_unwrap(self.model), where=where, detected=first,
                                  history=self.history.tail(), layers=self._layers(), bundles_written=len(self.bundles),
-                                 paused=self._watcher.paused, layer_history=list(self.layer_history),
-                                 param_history=self.param_history)
+                                 paused=self._rerunning, layer_history=list(self.layer_history),
+                                 param_history=self.param_history, compiled=self._compiled)
         if len(self.failures) < max(self.settings.handling.max_bundles, 1) * 4:
             self.failures.append(failure)
         policy = self.settings.on_nonfinite
         if policy is Policy.RAISE:
+            if self._framework:
+                self.stop()
             raise NonFiniteError(failure.message, failure.diagnosis) from failure.internal_error
         if failure.internal_error is not None and not self._warned_internal:
             self._warned_internal = True  # one warning: the run goes on, the bundle says what went wrong
@@ -343,21 +412,44 @@ class Monitor:
             warnings.warn(failure.message, NonFiniteWarning, stacklevel=3)
 
     def _sample(self, record: StepCall) -> None:
-        rows = layer_snapshot(_unwrap(self.model), record, self._watcher.paused)
+        rows = layer_snapshot(_unwrap(self.model), record, self._rerunning)
         if rows is not None:
             self.layer_history.append({"step": record.step, "layers": rows})
+
+
+_EAGER = ("_on_call", "_handle", "_on_warning")  # what may be reached from code that torch.compile compiles
 
 
 def _finite(value: float) -> bool:
     return value == value and value not in (float("inf"), float("-inf"))
 
 
+def _autocast_regions() -> tuple[tuple[str, torch.dtype], ...]:
+    """The devices autocast is on for now, with their dtypes (e.g. a framework's mixed-precision forward)."""
+    found = []
+    for device in ("cpu", "cuda"):
+        try:
+            if torch.is_autocast_enabled(device):
+                found.append((device, torch.get_autocast_dtype(device)))
+        except (TypeError, AttributeError, RuntimeError):  # torch < 2.4 names them per device
+            pass
+    return tuple(found)
+
+
+def _is_compiled(model: nn.Module) -> bool:
+    return type(model).__name__ == "OptimizedModule" or getattr(model, "_compiled_call_impl", None) is not None
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
-    """The module a diagnosis may re-run on its own: DDP/DataParallel wrappers run collectives in forward."""
-    inner = getattr(model, "module", None)
-    if isinstance(inner, nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
-        return inner
-    return model
+    """The module a diagnosis may re-run on its own, eagerly and under its own names: DDP/DataParallel wrappers
+    run collectives in forward, and a ``torch.compile`` wrapper prefixes every name with ``_orig_mod.``."""
+    while True:
+        kind = type(model).__name__
+        inner = getattr(model, "_orig_mod" if kind == "OptimizedModule" else "module", None)
+        if not isinstance(inner, nn.Module) or kind not in ("DistributedDataParallel", "DataParallel",
+                                                            "OptimizedModule"):
+            return model
+        model = inner
 
 
 def monitor(

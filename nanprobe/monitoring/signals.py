@@ -132,6 +132,8 @@ class Signals:
         scale_value = values[-1] if extra else None
         finite = math.isfinite(total_value)
         unscale = scale_value if scale_value and math.isfinite(scale_value) and scale_value > 0 else 1.0
+        if self._unscaled():  # scaler.unscale_(optimizer) already ran (before clipping, as frameworks do)
+            unscale = 1.0
         record: dict[str, Any] = {}
         if finite:
             record["grad_norm"] = total_value / unscale
@@ -181,6 +183,13 @@ class Signals:
     def _scaler_enabled(self) -> bool:
         enabled = getattr(self.scaler, "is_enabled", None)
         return bool(callable(enabled) and enabled())
+
+    def _unscaled(self) -> bool:
+        """Whether the scaler has already unscaled the attached optimizer's gradients in this step."""
+        states = getattr(self.scaler, "_per_optimizer_states", None)
+        state = states.get(id(self.optimizer)) if isinstance(states, dict) and self.optimizer is not None else None
+        stage = state.get("stage") if isinstance(state, dict) else None
+        return getattr(stage, "name", None) == "UNSCALED"
 
     def _scale(self) -> torch.Tensor | None:
         scale = getattr(self.scaler, "_scale", None) if self._scaler_enabled() else None
