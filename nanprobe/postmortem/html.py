@@ -12,7 +12,7 @@ from typing import Any
 from nanprobe.postmortem.markdown import summary_line
 from nanprobe.report import display_name
 
-__all__ = ["history_plot_png", "layer_plot_png", "render_html"]
+__all__ = ["history_figure", "history_plot_png", "layer_plot_png", "render_html"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -99,30 +99,59 @@ def layer_plot_png(layers: Sequence[Mapping[str, Any]], root: str | None = None)
     return _png(fig)
 
 
-def history_plot_png(history: Sequence[Mapping[str, Any]], step: Any = None) -> bytes | None:
-    """Loss and grad norm (log scale when positive) by step, the failing step marked."""
-    series = {key: [(r["step"], _float(r.get(key))) for r in history if key in r] for key in ("loss", "grad_norm")}
-    series = {k: v for k, v in series.items() if v}
+HISTORY_SERIES = (("loss", "loss", "#2c7fb8"), ("grad_norm", "gradient norm", "#27ae60"),
+                  ("output_absmax", "output |max|", "#8e44ad"), ("update_ratio", "update / weight", "#d35400"),
+                  ("loss_scale", "loss scale", "#7f8c8d"), ("lr", "learning rate", "#34495e"))
+
+
+def history_plot_png(history: Sequence[Mapping[str, Any]], step: Any = None, *, onset: Any = None,
+                     warned: Any = None) -> bytes | None:
+    """:func:`history_figure` as PNG bytes (None with nothing recorded)."""
+    fig = history_figure(history, step, onset=onset, warned=warned)
+    return None if fig is None else _png(fig)
+
+
+def history_figure(history: Sequence[Mapping[str, Any]], step: Any = None, *, onset: Any = None,
+                   warned: Any = None) -> Any:
+    """The run's recorded signals by step, one panel each (log scale where all values are positive): the
+    failing step as a red dashed line, the divergence onset in purple, the early warning in orange; non-finite
+    values as red crosses at the bottom of their panel."""
+    series = [(key, label, color, [(r["step"], _float(r.get(key))) for r in history if key in r])
+              for key, label, color in HISTORY_SERIES]
+    series = [entry for entry in series if entry[3]]
     if not series:
         return None
+    columns = min(3, len(series))
+    rows = math.ceil(len(series) / columns)
     fig = _figure()
-    for n, (key, points) in enumerate(series.items(), start=1):
-        ax = fig.add_subplot(1, len(series), n)
+    fig.set_size_inches(10, 3.2 * rows)
+    marks = [(step, "#c0392b", "--", "failing step"), (onset, "#8e44ad", "-", "divergence onset"),
+             (warned, "#e67e22", ":", "early warning")]
+    for n, (_key, label, color, points) in enumerate(series, start=1):
+        ax = fig.add_subplot(rows, columns, n)
         xs = [s for s, _ in points]
         ys = [v if v is not None and math.isfinite(v) else float("nan") for _, v in points]
-        ax.plot(xs, ys, color="#2c7fb8" if key == "loss" else "#27ae60")
+        finite = [y for y in ys if math.isfinite(y)]
+        ax.plot(xs, ys, color=color, linewidth=1.2)
+        log = bool(finite) and all(y > 0 for y in finite)
+        if log:
+            ax.set_yscale("log")
         bad = [s for s, v in points if v is None or not math.isfinite(v)]
         if bad:
-            ax.scatter(bad, [0] * len(bad), marker="x", color="#c0392b", label="non-finite")
-            ax.legend(fontsize=8)
-        if step is not None:
-            ax.axvline(_float(step) or 0, color="#c0392b", linestyle="--", alpha=0.6)
-        if all(y > 0 for y in ys if math.isfinite(y)) and any(math.isfinite(y) for y in ys):
-            ax.set_yscale("log")
-        ax.set_title(key.replace("_", " "))
-        ax.set_xlabel("step")
+            floor = min(finite) if finite else (1.0 if log else 0.0)
+            ax.scatter(bad, [floor] * len(bad), marker="x", color="#c0392b", label="non-finite", zorder=3)
+        for at, mark_color, style, name in marks:
+            value = _float(at)
+            if value is not None:
+                ax.axvline(value, color=mark_color, linestyle=style, alpha=0.7, label=name)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    return _png(fig)
+        if n == 1:
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
 
 
 def _img(png: bytes | None, alt: str) -> str:
@@ -131,9 +160,9 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
-def _plot(fn: Any, *args: Any, alt: str) -> str:
+def _plot(fn: Any, *args: Any, alt: str, **kwargs: Any) -> str:
     try:
-        return _img(fn(*args), alt)
+        return _img(fn(*args, **kwargs), alt)
     except ImportError:
         return "<p><em>matplotlib is not installed: no plots (pip install matplotlib).</em></p>"
 
@@ -184,8 +213,11 @@ def render_html(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any]], 
                                                                                              "step", "evidence")
                                                                      if where.get(k) is not None]))
     parts.append(_plot(layer_plot_png, layers, root.get("module"), alt="per-layer activation range"))
-    parts.append("<h2>Loss and gradient norm</h2>")
-    parts.append(_plot(history_plot_png, report.get("history") or [], report.get("step"), alt="loss and grad norm"))
+    warning = report.get("warning") or {}
+    onset = root.get("step") if verdict.get("cause") == "training_divergence" else warning.get("onset")
+    parts.append("<h2>Training history</h2>")
+    parts.append(_plot(history_plot_png, report.get("history") or [], report.get("step"), onset=onset,
+                       warned=warning.get("step"), alt="training history"))
     parts.append("<h2>Step</h2>")
     parts.append(_kv([("run", report.get("run")), ("step", report.get("step")), ("epoch", report.get("epoch")),
                       ("rank", f"{report.get('rank')} of {report.get('world_size')}"),

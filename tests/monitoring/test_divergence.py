@@ -111,3 +111,27 @@ def test_replay_of_a_bundle_that_does_not_reproduce_says_so_and_exits_1(tmp_path
     data = json.loads(js.read_text())
     assert data["reproduced"] is False and data["status"] == "nonfinite"
     assert data["verdict"]["cause"] == "training_divergence"
+
+
+def test_the_html_report_plots_the_history_on_log_scales_with_the_onset_marked(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from nanprobe.postmortem.html import history_figure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon, losses = _train(0.9, tmp_path)
+    (bundle,) = mon.bundles  # type: ignore[attr-defined]
+    report = load_bundle(bundle).report
+    page = (bundle / "report.html").read_text()
+    assert "<h2>Training history</h2>" in page and "data:image/png;base64," in page.split("Training history")[1]
+    onset = report.verdict.root.step
+    fig = history_figure(report.history, report.step, onset=onset, warned=mon.warnings[0].step)  # type: ignore[attr-defined]
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert {"loss", "gradient norm", "output |max|", "update / weight", "learning rate"} <= set(panels)
+    assert panels["loss"].get_yscale() == "log" and panels["gradient norm"].get_yscale() == "log"
+    marks = {line.get_label(): line.get_xdata()[0] for line in panels["loss"].get_lines()
+             if line.get_label() in ("failing step", "divergence onset", "early warning")}
+    assert marks == {"failing step": len(losses) - 1, "divergence onset": onset,
+                     "early warning": mon.warnings[0].step}  # type: ignore[attr-defined]
+    crosses = panels["loss"].collections  # the non-finite loss of the failing step
+    assert crosses and list(crosses[0].get_offsets()[:, 0]) == [len(losses) - 1]
