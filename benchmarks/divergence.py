@@ -76,7 +76,9 @@ RUNS = [
     Run("lr spike at 100", False, 0.05, steps=850, spike=100), Run("lr spike at 400", False, 0.1, steps=850, spike=400),
     Run("GradScaler, skipped steps", False, 0.05, steps=850, scaler=True),
     Run("fp16, lr 0.3", False, 0.3, steps=850, half=True), Run("exp loss, lr 0.2", False, 0.2, steps=850, loss="exp"),
-    Run("Adam 1e-3", False, 1e-3, steps=850, adam=True), Run("4 layers, lr 0.3", False, 0.3, steps=850, depth=4),
+    Run("Adam 1e-3", False, 1e-3, steps=850, adam=True),
+    Run("Adam 1e-2, fits its data (loss at the float floor)", False, 1e-2, steps=850, adam=True, depth=3),
+    Run("4 layers, lr 0.3", False, 0.3, steps=850, depth=4),
 ]
 
 

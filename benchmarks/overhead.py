@@ -94,6 +94,33 @@ def train_step(model: nn.Module, batch: Any, w: Workload) -> Callable[[], object
     return step
 
 
+def signals_train_step(model: nn.Module, batch: Any, w: Workload, held: dict[str, Any]) -> Callable[[], object]:
+    """The training step as the README writes it under the monitor: the loss checked, the gradients checked
+    (norms into the history), the optimizer known (learning rate, update ratio), early warning on."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    held["opt"] = opt
+
+    def step() -> object:
+        mon = held["mon"]
+        opt.zero_grad(set_to_none=True)
+        value = mon.check_loss(w.training_loss(model, batch))
+        value.backward()
+        mon.after_backward()
+        opt.step()
+        mon.step()
+        return value
+
+    return step
+
+
+@contextlib.contextmanager
+def sentinel_with_signals(model: nn.Module, out_dir: str, held: dict[str, Any],
+                          methods: tuple[str, ...] = ()) -> Iterator[None]:
+    with monitor(model, out_dir=out_dir, on_nonfinite="warn", optimizer=held["opt"], methods=methods) as mon:
+        held["mon"] = mon
+        yield
+
+
 def variants_for(w: Workload, phase: str, out_dir: str) -> list[Variant]:
     model = w.model
     model.train(phase == "train")
@@ -109,6 +136,9 @@ def variants_for(w: Workload, phase: str, out_dir: str) -> list[Variant]:
         twin.train(phase == "train")
         found.append(Variant("DebugUnderflowOverflow", make(twin, w.float_batch or w.batch)))
     if phase == "train":
+        held: dict[str, Any] = {}
+        found.insert(2, Variant("nanprobe sentinel + history", signals_train_step(model, w.batch, w, held),
+                                lambda: sentinel_with_signals(model, out_dir, held, w.methods)))
         found.append(Variant("detect_anomaly", make(model, w.batch),
                              lambda: torch.autograd.detect_anomaly(check_nan=True)))
     return found

@@ -76,7 +76,9 @@ def _trace_report(path: Path) -> dict[str, Any]:
     report = json.loads(path.read_text())
     first = report.get("first_nonfinite") or {}
     verdict = report.get("verdict") or {}
+    root = verdict.get("root") or {}
     return {"status": report.get("status"), "module": first.get("module"), "op": first.get("op"),
+            "root": root.get("module"), "root_parameter": root.get("parameter"),
             "kind": first.get("kind"), "cause": verdict.get("cause"), "forward_passes": report.get("forward_passes"),
             "budget": report.get("budget"),
             "replays": {str(r.get("variant")): "non-finite" if r.get("nonfinite") else "finite"
@@ -142,7 +144,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     head = ["model", "parameters", "baseline wall s", "baseline peak RSS MiB", "trace wall s",
             "trace peak RSS MiB", "**wall x**", "**RSS x**"]
     head += ["CUDA peak MiB (base / trace)", "CUDA x"] if cuda else []
-    head += ["forward passes", "origin, cause", "sentinel train step x (median / fastest)"]
+    head += ["forward passes", "origin, cause", "root (the weight scaled)", "sentinel train step x (median / fastest)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["sizes"]:
         b, t, rep = r["baseline"], r["trace"], r["trace"]["report"]
@@ -153,7 +155,10 @@ def markdown_table(result: dict[str, Any]) -> str:
             cells += [f"{b.get('cuda_peak_mib', 0):.0f} / {t.get('cuda_peak_mib', 0):.0f}",
                       f"{r['ratios'].get('cuda_peak', 0):.2f}x"]
         train = r.get("train")
-        cells += [str(rep["forward_passes"]), f"`{rep['module']}`, {rep['cause']}",
+        root = f"`{rep['root']}`" if rep.get("root") else "-"
+        if rep.get("root_parameter"):
+            root += f" (`{rep['root_parameter']}`)"
+        cells += [str(rep["forward_passes"]), f"`{rep['module']}`, {rep['cause']}", root,
                   f"{train['ratio']:.2f}x / {train.get('ratio_of_fastest', train['ratio']):.2f}x" if train else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

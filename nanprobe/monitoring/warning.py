@@ -8,8 +8,10 @@ Three signals, each from values the monitor already read (no extra device sync):
 * an output |max| above ``fraction`` of its dtype's largest value;
 * a GradScaler's loss scale that keeps falling (it halves at every overflow it skips).
 
-Each signal warns once. The cheap test (the newest value is the window's largest and 100 times its
-smallest) runs every step; the fit only when that holds.
+Each signal warns once. The cheap test (the newest value is the window's largest, 10^min_decades times its
+smallest, and above anything the run reached before the window) runs every step; the fit only when that holds.
+A loss that grows from 1e-12 to 1e-7 after a model fitted its data is noise at the floor, not divergence: a
+growth warning needs a value the run has not seen before.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class GrowthWatch:
         self._points: dict[str, deque[tuple[int, float]]] = {}
         self._window = window
         self._fired: set[str] = set()
+        self._peak: dict[str, float] = {}  # per signal, the largest value before the window
 
     def update(self, step: int, values: dict[str, float], dtype: torch.dtype | None = None) -> list[EarlyWarning]:
         limit = float(torch.finfo(dtype).max) if dtype is not None and dtype.is_floating_point else None
@@ -68,9 +71,12 @@ class GrowthWatch:
             points = self._points.setdefault(key, deque(maxlen=self._window))
             if points and points[-1][0] == step:
                 points.pop()
+            elif len(points) == self._window:  # the oldest leaves the window: it joins the run's earlier peak
+                self._peak[key] = max(self._peak.get(key, 0.0), points[0][1])
             points.append((step, abs(value)))
             thresholds = self._for(points, limit if key in _IN_MODEL_DTYPE else None)
-            if key not in self._fired and step >= GRACE and self._steep(points, thresholds):
+            if (key not in self._fired and step >= GRACE and abs(value) > self._peak.get(key, 0.0)
+                    and self._steep(points, thresholds)):
                 growth = fit_growth(list(points), key, thresholds)
                 if growth is not None:
                     found.append(self._fire(step, key, growth, limit))

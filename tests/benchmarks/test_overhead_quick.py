@@ -22,6 +22,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
         for phase in ("eval", "train"):
             assert {(workload, phase, v) for v in ("bare", "nanprobe sentinel", "nanprobe probe")} <= cells
         assert (workload, "train", "detect_anomaly") in cells
+        assert (workload, "train", "nanprobe sentinel + history") in cells
     assert all(r["ratio"] > 0 for r in result["overhead"])
     assert all(r["ratio"] == 1.0 for r in result["overhead"] if r["variant"] == "bare")
     for row in result["diagnosis"]:  # the budget is a target of the issue: a failing batch of B samples
@@ -33,3 +34,5 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     assert memory["probe_records_kept"] <= 256 + 32  # the ring plus the always-kept non-finite records
     table = markdown_overhead(result)
     assert table.count("\n") == 1 + 6 and "| ur4rec | eval |" in table
+    header = table.splitlines()[0].split(" | ")
+    assert header[3:5] == ["nanprobe sentinel", "nanprobe sentinel + history"], header

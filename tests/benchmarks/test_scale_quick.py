@@ -28,6 +28,7 @@ def test_quick_scale_benchmark_measures_baseline_and_trace(tmp_path: Path) -> No
         assert row["baseline"]["runs"][0]["finite_output"] is False  # the scaled weight really overflows
         report = row["trace"]["report"]
         assert report["status"] == "nonfinite" and report["forward_passes"] > 0
+        assert report["root"] == row["faulty_weight"].rsplit(".", 1)[0], report  # where the weight was scaled
         assert row["trace"]["runs"][0]["exit_code"] == 1
         assert row["ratios"]["wall"] > 0 and row["ratios"]["rss"] > 0
         assert row["train"]["bare_s"] > 0 and row["train"]["ratio"] > 0 and row["train"]["losses_finite"]
