@@ -46,6 +46,8 @@ from nanprobe.watch import CallEvent, Watcher, eager
 
 __all__ = ["Depth", "GrowthWarning", "Monitor", "MonitorSettings", "NonFiniteWarning", "Policy", "monitor"]
 
+_LATE_SIGNALS = ("update_ratio",)  # queued on the device at the optimizer step, read back with the next step
+
 
 class NonFiniteWarning(RuntimeWarning):
     """Issued by ``on_nonfinite="warn"`` after the bundle is written, and in ``dump``/``warn`` mode when
@@ -321,11 +323,18 @@ class Monitor:
 
     def _early(self) -> None:
         """Feed this step's values to the early warning; act on what it raises."""
-        rows = self.history.tail(1)
+        rows = self.history.tail(2)
         if not rows or rows[-1].get("step") != self._step:
             return
-        values = {k: v for k, v in rows[-1].items() if isinstance(v, float)}
-        for warning in self.watch.update(self._step, values, self._dtype):
+        found = []
+        if len(rows) == 2 and rows[0].get("step") == self._step - 1:
+            # the update ratio is read back one step late (with the next step's values): feed it then
+            late = {k: v for k, v in rows[0].items() if k in _LATE_SIGNALS and isinstance(v, float)}
+            if late:
+                found += self.watch.update(self._step - 1, late, self._dtype)
+        values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in _LATE_SIGNALS}
+        found += self.watch.update(self._step, values, self._dtype)
+        for warning in found:
             self.warnings.append(warning)
             self._on_warning(warning)
 

@@ -18,6 +18,7 @@ from nanprobe.cli.main import main
 from nanprobe.errors import GrowthError
 from nanprobe.monitoring import monitor
 from nanprobe.monitoring.monitor import GrowthWarning
+from nanprobe.monitoring.warning import GrowthWatch
 from nanprobe.postmortem.bundle import load_bundle
 
 FACTORY = "tests.monitoring.test_divergence:make_net"
@@ -150,3 +151,24 @@ def test_a_loss_rising_at_the_float_floor_after_the_data_is_fitted_is_not_a_warn
     rising = [10 ** (-12 + 0.15 * step) for step in range(1, 40)]  # 1e-12 up to 4e-7
     assert feed(falling + rising) == []
     assert feed(falling + rising + [10 ** (-6 + 0.25 * step) for step in range(1, 40)]) == ["loss"]
+
+
+
+def test_the_update_ratio_read_back_a_step_late_still_reaches_the_early_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The update ratio is queued on the device at the optimizer step and read back with the next step's
+    values: the early warning must still see it, dated to the step it belongs to."""
+    seen: dict[int, float] = {}
+    update = GrowthWatch.update
+
+    def spy(self: GrowthWatch, step: int, values: dict[str, float], dtype: torch.dtype | None = None) -> list:
+        if "update_ratio" in values:
+            seen[step] = values["update_ratio"]
+        return update(self, step, values, dtype)
+
+    monkeypatch.setattr(GrowthWatch, "update", spy)
+    mon, losses = _train(0.05, tmp_path, steps=20)
+    rows = mon.history.tail()  # type: ignore[attr-defined]
+    logged = {row["step"]: row["update_ratio"] for row in rows if "update_ratio" in row}
+    assert len(losses) == 20 and len(logged) >= 19
+    assert set(seen) >= set(range(19)) and all(seen[s] == logged[s] for s in seen), (sorted(seen), sorted(logged))
