@@ -5,10 +5,11 @@ fails, running out of memory, an interrupt) never become the user's."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from nanprobe.errors import NonFiniteError
 from nanprobe.monitoring import NonFiniteWarning, monitor
 from nanprobe.postmortem import bundle as bundle_mod
 from nanprobe.postmortem.bundle import load_bundle
+from nanprobe.testing.guard import NanGuard
 
 STEPS = 8
 BAD_STEP = 3
@@ -266,3 +268,28 @@ def test_the_time_budget_defers_the_rest_of_the_diagnosis_and_the_bundle_says_so
     with monitor(model, out_dir=tmp_path / "full", on_nonfinite="dump", time_budget=None) as mon, torch.no_grad():
         model(x)
     assert load_bundle(mon.bundles[0]).report.deferred is None
+
+
+@contextlib.contextmanager
+def _recording_guard(model: nn.Module) -> Iterator[NanGuard]:
+    """The pytest guard, disarmed so that it records and localizes but raises nothing: the loop goes on (its
+    end-of-test re-raise is left out; the test reads the failures it recorded)."""
+    guard = NanGuard()
+    guard.watch(model, "model")
+    guard.armed = False
+    try:
+        yield guard
+    finally:
+        guard.remove()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_the_pytest_guard_localizes_and_leaves_the_run_bitwise_as_the_bare_run(case: Case) -> None:
+    bare = _train(case, None)
+    watched = _train(case, _recording_guard)
+    _assert_unharmed(bare, watched)
+    guard = watched["monitor"]
+    forward = [f for f in guard.failures if f.phase == "forward"]
+    assert forward and forward[0].call_index == BAD_STEP, guard.failures
+    origin = forward[0].first_nonfinite
+    assert origin is not None and origin.module == "<input>" and origin.samples == [2], origin
