@@ -35,7 +35,7 @@ from nanprobe.monitoring.distributed import RankSync, rank_and_world
 from nanprobe.monitoring.failure import Failure, Handling, Position, handle_failure, handle_warning
 from nanprobe.monitoring.history import History, scalar
 from nanprobe.monitoring.methods import patch_method
-from nanprobe.monitoring.signals import Signals
+from nanprobe.monitoring.signals import READ_LATE, Signals
 from nanprobe.monitoring.snapshots import layer_snapshot
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
 from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch
@@ -45,8 +45,6 @@ from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients
 from nanprobe.watch import CallEvent, Watcher, eager
 
 __all__ = ["Depth", "GrowthWarning", "Monitor", "MonitorSettings", "NonFiniteWarning", "Policy", "monitor"]
-
-_LATE_SIGNALS = ("update_ratio",)  # queued on the device at the optimizer step, read back with the next step
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -322,17 +320,17 @@ class Monitor:
                       "use nanprobe.integrations' NanprobeCallback", MonitorWarning, stacklevel=3)
 
     def _early(self) -> None:
-        """Feed this step's values to the early warning; act on what it raises."""
+        """Feed this step's values, and the previous step's that are read back late (``READ_LATE``), to the
+        early warning; act on what it raises."""
         rows = self.history.tail(2)
         if not rows or rows[-1].get("step") != self._step:
             return
         found = []
         if len(rows) == 2 and rows[0].get("step") == self._step - 1:
-            # the update ratio is read back one step late (with the next step's values): feed it then
-            late = {k: v for k, v in rows[0].items() if k in _LATE_SIGNALS and isinstance(v, float)}
+            late = {k: v for k, v in rows[0].items() if k in READ_LATE and isinstance(v, float)}
             if late:
                 found += self.watch.update(self._step - 1, late, self._dtype)
-        values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in _LATE_SIGNALS}
+        values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
         found += self.watch.update(self._step, values, self._dtype)
         for warning in found:
             self.warnings.append(warning)

@@ -28,10 +28,13 @@ from torch.utils.hooks import RemovableHandle
 from nanprobe.monitoring.history import History
 from nanprobe.sentinel import tensor_leaves
 
-__all__ = ["SAMPLE", "CallReading", "GradReading", "Signals"]
+__all__ = ["READ_LATE", "SAMPLE", "CallReading", "GradReading", "Signals"]
 
 SAMPLE = 1024
 PARAM_STEPS = 64  # steps of per-parameter gradient norms kept
+READ_LATE = ("update_ratio",)
+"""Signals queued on the device at the optimizer step and read back with the next step's values, so that no
+step pays a host sync of its own: they reach a step's history row one step late."""
 
 
 @dataclass
@@ -214,7 +217,7 @@ class Signals:
         steps = torch._foreach_sub(news, [old.float() for _, old in before])
         delta = torch.linalg.vector_norm(torch.stack(_norms(steps)))
         size = torch.linalg.vector_norm(torch.stack(_norms(news)))
-        self._queued.append((self._step, "update_ratio", delta / size.clamp_min(1e-15)))
+        self._queued.append((self._step, "update_ratio", delta / size.clamp_min(1e-15)))  # one of READ_LATE
 
 
 def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -10,8 +10,9 @@ Three signals, each from values the monitor already read (no extra device sync):
 
 Each signal warns once. The cheap test (the newest value is the window's largest, 10^min_decades times its
 smallest, and above anything the run reached before the window) runs every step; the fit only when that holds.
-A loss that grows from 1e-12 to 1e-7 after a model fitted its data is noise at the floor, not divergence: a
-growth warning needs a value the run has not seen before.
+A loss that climbs from 1e-12 back to 1e-7 after a model fitted its data (Adam's steps near a minimum do that)
+is not heading for overflow: a growth warning needs a value the run has not seen before. A monitor attached only
+after the fit has no such earlier values and may warn about it.
 """
 
 from __future__ import annotations

@@ -141,7 +141,6 @@ def test_the_html_report_plots_the_history_on_log_scales_with_the_onset_marked(t
 def test_a_loss_rising_at_the_float_floor_after_the_data_is_fitted_is_not_a_warning() -> None:
     """1.0 falls to 1e-12, then noise at the floor grows it to 1e-7 (5 decades): nothing the run had not seen.
     The same growth from a floor that then passes the run's earlier values warns."""
-    from nanprobe.monitoring.warning import GrowthWatch
 
     def feed(values: list[float]) -> list[str]:
         watch = GrowthWatch()
@@ -151,7 +150,6 @@ def test_a_loss_rising_at_the_float_floor_after_the_data_is_fitted_is_not_a_warn
     rising = [10 ** (-12 + 0.15 * step) for step in range(1, 40)]  # 1e-12 up to 4e-7
     assert feed(falling + rising) == []
     assert feed(falling + rising + [10 ** (-6 + 0.25 * step) for step in range(1, 40)]) == ["loss"]
-
 
 
 def test_the_update_ratio_read_back_a_step_late_still_reaches_the_early_warning(
