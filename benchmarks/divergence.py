@@ -6,13 +6,19 @@ rates, gradient clipping, a one-step learning-rate spike, a GradScaler run with 
     python benchmarks/divergence.py [--json benchmarks/results/divergence.json] [--readme]
 
 Reported, as the issue asks:
-* the share of diverging runs whose bundle says ``training_divergence`` with ``root.step`` within 20% of the
-  true onset (``|root.step - onset| <= max(2, 0.2 * (failure - onset))``: 20% of the run's diverging part).
+* the share of diverging runs whose bundle gives the expected cause (``training_divergence``; for a float16
+  backward whose gradients outgrow the dtype without exponential growth, ``dtype_overflow``) and, for a
+  divergence, ``root.step`` within 20% of the true onset (``|root.step - onset| <= max(2, 0.2 * (failure -
+  onset))``: 20% of the run's diverging part).
   The true onset of a run whose learning rate jumps is the jump; of a run at one learning rate throughout, the
   step where its growth began: the last step at which the loss was within 10% of its lowest so far;
 * the median lead of the early warning (steps between the first warning and the first non-finite value), and
   the share of diverging runs warned at least 5 steps ahead;
-* false warnings per 10,000 healthy steps (any early warning or bundle in a healthy run).
+* false warnings per 10,000 healthy steps (any early warning or bundle in a healthy run); a run that stays
+  finite only just (its loss scale below 1, its outputs a third of float16's max) is reported apart, with
+  the rate it would give if its (true) warnings were counted false;
+* the same shares per family of diverging runs, and for the first sweep's 14 runs alone (the runs under
+  autocast came later).
 """
 
 from __future__ import annotations
@@ -58,18 +64,33 @@ class Run:
     spike: int | None = None  # one step at lr 1.2, then back (healthy)
     scaler: bool = False  # autocast float16 + GradScaler with a too-high initial scale (skipped steps)
     adam: bool = False
+    amp: bool = False  # autocast float16 around the forward and the loss, float32 weights, no loss scaler
+    target: float = 1.0  # the regression targets' scale (1e4: unnormalised targets, e.g. prices)
+    expect: str = "training_divergence"  # the cause a diverging run should get
+    family: str = ""  # what kind of failure (or of healthy run) it stands for, for the per-family table
+    near_limit: bool = False  # stays finite, but only just: its warnings are true, so they are not counted false
 
 
 
+_OVERFLOW = "dtype_overflow"
 RUNS = [
-    Run("lr 0.65", True, 0.65), Run("lr 0.7", True, 0.7), Run("lr 0.8", True, 0.8), Run("lr 1.0", True, 1.0),
-    Run("jump to 0.7 at 50", True, 0.05, jump=(50, 0.7)), Run("jump to 0.75 at 100", True, 0.05, jump=(100, 0.75)),
-    Run("jump to 0.9 at 150", True, 0.05, jump=(150, 0.9)),
-    Run("jump to 0.7 at 200", True, 0.02, steps=500, jump=(200, 0.7)),
-    Run("fp16, no scaler, lr 0.65", True, 0.65, half=True), Run("fp16, no scaler, lr 0.7", True, 0.7, half=True),
-    Run("fp16, no scaler, lr 0.8", True, 0.8, half=True),
-    Run("exp loss, lr 0.42", True, 0.42, loss="exp"), Run("4 layers, lr 0.6", True, 0.6, depth=4, steps=400),
-    Run("exp loss, lr 0.45", True, 0.45, loss="exp"),
+    Run("lr 0.65", True, 0.65, family="lr too high"), Run("lr 0.7", True, 0.7, family="lr too high"),
+    Run("lr 0.8", True, 0.8, family="lr too high"), Run("lr 1.0", True, 1.0, family="lr too high"),
+    Run("jump to 0.7 at 50", True, 0.05, jump=(50, 0.7), family="schedule jump"),
+    Run("jump to 0.75 at 100", True, 0.05, jump=(100, 0.75), family="schedule jump"),
+    Run("jump to 0.9 at 150", True, 0.05, jump=(150, 0.9), family="schedule jump"),
+    Run("jump to 0.7 at 200", True, 0.02, steps=500, jump=(200, 0.7), family="schedule jump"),
+    Run("fp16, no scaler, lr 0.65", True, 0.65, half=True, family="float16 weights, no scaler"),
+    Run("fp16, no scaler, lr 0.7", True, 0.7, half=True, family="float16 weights, no scaler"),
+    Run("fp16, no scaler, lr 0.8", True, 0.8, half=True, family="float16 weights, no scaler"),
+    Run("exp loss, lr 0.42", True, 0.42, loss="exp", family="unstable loss"),
+    Run("4 layers, lr 0.6", True, 0.6, depth=4, steps=400, family="lr too high"),
+    Run("exp loss, lr 0.45", True, 0.45, loss="exp", family="unstable loss"),
+    Run("autocast fp16, no scaler, lr 0.7", True, 0.7, amp=True, family="autocast float16, no scaler"),
+    Run("autocast fp16, no scaler, targets x1e4, lr 1e-4", True, 1e-4, amp=True, target=1e4, expect=_OVERFLOW,
+        family="autocast float16, no scaler"),
+    Run("autocast fp16, no scaler, targets x1e4, Adam 0.1", True, 0.1, adam=True, amp=True, target=1e4, steps=850,
+        expect=_OVERFLOW, family="autocast float16, no scaler"),
     # healthy (850 steps each: together above 10,000 steps)
     Run("lr 0.05", False, 0.05, steps=850), Run("lr 0.2", False, 0.2, steps=850), Run("lr 0.5", False, 0.5, steps=850),
     Run("clip 1.0, lr 0.9", False, 0.9, steps=850, clip=1.0), Run("clip 5.0, lr 2.0", False, 2.0, steps=850, clip=5.0),
@@ -79,7 +100,15 @@ RUNS = [
     Run("Adam 1e-3", False, 1e-3, steps=850, adam=True),
     Run("Adam 1e-2, fits its data (loss at the float floor)", False, 1e-2, steps=850, adam=True, depth=3),
     Run("4 layers, lr 0.3", False, 0.3, steps=850, depth=4),
+    Run("autocast fp16, no scaler, lr 0.3", False, 0.3, steps=850, amp=True),
+    Run("autocast fp16 + GradScaler, targets x1e3, lr 1e-4", False, 1e-4, steps=850, scaler=True, target=1e3),
+    # finite, near float16's limit: the scaler goes below 1 (unscaled gradients overflow) and the outputs fit
+    # targets of 2.4e4, a third of float16's max; reported, not counted among the healthy runs
+    Run("autocast fp16 + GradScaler, targets x1e4, lr 1e-4", False, 1e-4, steps=850, scaler=True, target=1e4,
+        near_limit=True),
 ]
+FIRST_SWEEP = 14
+"""The first 14 diverging runs are the sweep this benchmark started with; the README reports both."""
 
 
 @dataclass
@@ -87,6 +116,9 @@ class Outcome:
     run: str
     diverges: bool
     steps: int
+    expect: str = "training_divergence"
+    family: str = ""
+    near_limit: bool = False
     failure: int | None = None
     cause: str | None = None
     root_step: int | None = None
@@ -101,10 +133,13 @@ class Outcome:
 
     @property
     def cause_right(self) -> bool:
-        return self.cause == "training_divergence"
+        return self.cause == self.expect
 
     @property
     def onset_right(self) -> bool:
+        """``root.step`` within 20% of the divergence onset; a dtype-range failure has no onset to date."""
+        if self.expect != "training_divergence":
+            return True
         if self.root_step is None or self.failure is None:
             return False
         return abs(self.root_step - self.onset) <= max(2.0, 0.2 * (self.failure - self.onset))
@@ -125,13 +160,13 @@ def train(run: Run, out_dir: Path) -> Outcome:
     torch.manual_seed(0)
     model = _model(run)
     gen = torch.Generator().manual_seed(1)
-    x, y = torch.randn(64, 16, generator=gen), torch.randn(64, 1, generator=gen)
+    x, y = torch.randn(64, 16, generator=gen), torch.randn(64, 1, generator=gen) * run.target
     if run.half:
         model, x, y = model.half(), x.half(), y.half()
     opt: torch.optim.Optimizer = (torch.optim.Adam(model.parameters(), lr=run.lr) if run.adam
                                   else torch.optim.SGD(model.parameters(), lr=run.lr))
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40) if run.scaler else None
-    out = Outcome(run.name, run.diverges, 0)
+    out = Outcome(run.name, run.diverges, 0, expect=run.expect, family=run.family, near_limit=run.near_limit)
     losses: list[float] = []
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -142,7 +177,7 @@ def train(run: Run, out_dir: Path) -> Outcome:
                 for group in opt.param_groups:
                     group["lr"] = (run.jump[1] if run.jump and step >= run.jump[0] else
                                    1.2 if run.spike is not None and step == run.spike else run.lr)
-                with torch.autocast("cpu", dtype=torch.float16, enabled=run.scaler):
+                with torch.autocast("cpu", dtype=torch.float16, enabled=run.scaler or run.amp):
                     residual = model(x) - y
                     loss = (residual ** 2).mean() if run.loss == "mse" else torch.exp(residual.abs()).mean()
                 mon.check_loss(loss)
@@ -190,21 +225,35 @@ def _growth_began(losses: list[float]) -> int:
     return began
 
 
-def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
-    bad = [o for o in outcomes if o.diverges]
-    good = [o for o in outcomes if not o.diverges]
+def _shares(bad: list[Outcome]) -> dict[str, Any]:
     leads = [o.lead for o in bad if o.lead is not None]
-    healthy_steps = sum(o.steps for o in good)
-    false = sum(o.warnings + o.bundles for o in good)
     return {
         "diverging_runs": len(bad), "diverged": sum(o.failure is not None for o in bad),
         "right_cause_and_onset": sum(o.cause_right and o.onset_right for o in bad) / max(len(bad), 1),
         "right_cause": sum(o.cause_right for o in bad) / max(len(bad), 1),
         "median_lead_steps": statistics.median(leads) if leads else None,
         "warned_5_ahead": sum(1 for o in bad if (o.lead or 0) >= 5) / max(len(bad), 1),
+    }
+
+
+def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
+    bad = [o for o in outcomes if o.diverges]
+    good = [o for o in outcomes if not o.diverges and not o.near_limit]
+    near = [o for o in outcomes if o.near_limit]
+    healthy_steps = sum(o.steps for o in good)
+    false = sum(o.warnings + o.bundles for o in good)
+    first = {r.name for r in [r for r in RUNS if r.diverges][:FIRST_SWEEP]}
+    families = sorted({o.family for o in bad}, key=[o.family for o in bad].index)
+    return {
+        **_shares(bad),
+        "first_sweep": _shares([o for o in bad if o.run in first]),
+        "families": {f: _shares([o for o in bad if o.family == f]) for f in families},
         "healthy_runs": len(good), "healthy_steps": healthy_steps,
         "false_warnings_per_10k": false / max(healthy_steps, 1) * 10_000,
         "healthy_finished": sum(o.failure is None for o in good),
+        "near_limit_runs": len(near), "near_limit_warnings": sum(o.warnings for o in near),
+        "false_warnings_per_10k_counting_near_limit": (false + sum(o.warnings + o.bundles for o in near))
+        / max(healthy_steps + sum(o.steps for o in near), 1) * 10_000,
     }
 
 
@@ -212,20 +261,34 @@ def table(outcomes: list[Outcome], summary: dict[str, Any]) -> str:
     lines = ["| run | kind | first non-finite | cause | root.step (true onset) | first warning (lead) |",
              "|---|---|---|---|---|---|"]
     for o in outcomes:
-        kind = "diverges" if o.diverges else "healthy"
+        kind = "diverges" if o.diverges else "finite, near the limit" if o.near_limit else "healthy"
         fail = str(o.failure) if o.failure is not None else f"none in {o.steps} steps"
-        root = f"{o.root_step} ({o.onset})" if o.diverges else "-"
+        root = ("-" if not o.diverges else f"{o.root_step} ({o.onset})" if o.expect == "training_divergence"
+                else f"{o.root_step} (n/a)")
         warn = (f"step {o.warned_at} ({o.lead})" if o.lead is not None else str(o.warned_at)) \
             if o.warned_at is not None else "none"
         extra = f", {o.skipped} skipped by the scaler" if o.skipped else ""
         lines.append(f"| {o.run}{extra} | {kind} | {fail} | {o.cause or '-'} | {root} | {warn} |")
     s = summary
+    lines += ["", "| diverging runs | n | right cause (and onset) | warned at least 5 steps ahead | median lead |",
+              "|---|---|---|---|---|"]
+    for family, f in s["families"].items():
+        lines.append(f"| {family} | {f['diverging_runs']} | {f['right_cause_and_onset']:.0%} | "
+                     f"{f['warned_5_ahead']:.0%} | {f['median_lead_steps']} |")
+    first = s["first_sweep"]
     lines += ["", f"- right cause and `root.step` within 20% of the onset: **{s['right_cause_and_onset']:.0%}** of "
                   f"{s['diverging_runs']} diverging runs (right cause alone: {s['right_cause']:.0%}); target 90%",
               f"- early warning at least 5 steps ahead: **{s['warned_5_ahead']:.0%}** (median lead "
               f"{s['median_lead_steps']} steps); target 80%",
+              f"- the first sweep's {first['diverging_runs']} diverging runs alone: right cause and onset "
+              f"{first['right_cause_and_onset']:.0%}, warned at least 5 steps ahead {first['warned_5_ahead']:.0%} "
+              f"(median lead {first['median_lead_steps']})",
               f"- false warnings: **{s['false_warnings_per_10k']:.2f} per 10,000 healthy steps** "
               f"({s['healthy_steps']} steps in {s['healthy_runs']} runs); target at most 1"]
+    if s["near_limit_runs"]:
+        lines.append(f"- runs that stay finite near the dtype's limit: {s['near_limit_runs']}, with "
+                     f"{s['near_limit_warnings']} warning(s) (counted as false: "
+                     f"{s['false_warnings_per_10k_counting_near_limit']:.2f} per 10,000 steps)")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,9 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
              f"{', backward' if bundle.backward else ''}")
     try:
         model = method_adapter(loaded.model, bundle.method)
-        diagnosis = diagnose(model, [batch], mode=bundle.mode, backward=bundle.backward, config=run_config,
-                             rng_states=[rng], history=bundle.history or None)
+        with _recorded_autocast(bundle, device, ctx):
+            diagnosis = diagnose(model, [batch], mode=bundle.mode, backward=bundle.backward, config=run_config,
+                                 rng_states=[rng], history=bundle.history or None)
     except ModelRaised as e:
         raise InputError(f"{e} (the bundle's batch)") from e
     report = ReplayReport.from_dict(diagnosis.to_dict())
@@ -109,6 +111,23 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     return 1 if failed or report.nonfinite else 0
 
 
+def _recorded_autocast(bundle: Any, device: Any, ctx: CLIContext) -> AbstractContextManager[Any]:
+    """The autocast region the failing call ran in (a mixed-precision step), on the replay's device; none when
+    the bundle recorded none."""
+    import torch
+
+    call = bundle.report.monitor.call if bundle.report.monitor is not None else None
+    regions = [r.partition(":") for r in (call.autocast or [])] if call is not None else []
+    dtypes = [getattr(torch, name, None) for _, _, name in regions]
+    dtype = next((d for d in dtypes if isinstance(d, torch.dtype)), None)
+    if dtype is None:
+        return nullcontext()
+    kind = torch.device(device).type
+    ctx.note(f"nanprobe: under autocast({kind!r}, dtype={str(dtype).removeprefix('torch.')}), as the failing call "
+             f"ran ({', '.join(call.autocast or [])})")
+    return torch.autocast(kind, dtype=dtype)
+
+
 _CAME_FROM = {
     "loss": "the loss, which is computed outside the model",
     "backward": "the gradients (a backward through code outside the model, or its loss)",
@@ -119,20 +138,21 @@ _CAME_FROM = {
 def _not_reproduced(bundle: Any, report: Any) -> Text:
     """The re-run from the saved batch and RNG is finite although the bundle recorded a failure: say so, say
     where the recorded value came from, and let the run's history explain it when it can."""
-    from nanprobe.diagnosis.dynamics import analyze
-    from nanprobe.diagnosis.verdict import divergence_verdict
+    from nanprobe.diagnosis.from_history import history_verdict
     from nanprobe.report import Verdict
 
     recorded = bundle.report.first_nonfinite
-    phase = bundle.report.monitor.phase if bundle.report.monitor is not None else None
+    incident = bundle.report.monitor
+    phase = incident.phase if incident is not None else None
+    dtype = incident.call.dtype if incident is not None and incident.call is not None else None
     where = _CAME_FROM.get(phase or "forward", "the model's output")
     kind = recorded.kind if recorded is not None else "non-finite value"
     head = f"NOT REPRODUCED: the recorded {kind} at step {bundle.step} came from {where}"
-    divergence = analyze(bundle.history) if bundle.history else None
     note = (f"{head}; the re-run of the saved batch from its saved RNG is finite")
-    if divergence is not None:
-        report.verdict = divergence_verdict(divergence, note=note)
-        head += f"; the history explains it: {divergence.growths[0].describe()} (training_divergence)"
+    explained = history_verdict(bundle.history or (), phase=phase, kind=kind, dtype=dtype, note=note)
+    if explained is not None:
+        report.verdict = explained
+        head += f"; the history explains it ({explained.cause}): {explained.summary.rstrip('.')}"
     else:
         report.verdict = bundle.report.verdict or Verdict(
             cause="unknown", summary=f"{head}; the re-run of the saved batch is finite.", evidence=[note],

@@ -17,7 +17,7 @@ from nanprobe.diagnosis.samples import ranges
 from nanprobe.knowledge import Condition, Entry, Evidence
 from nanprobe.report import INPUT, Root, Verdict, display_name
 
-__all__ = ["Facts", "Measured", "decide", "divergence_verdict"]
+__all__ = ["Facts", "Measured", "decide", "divergence_candidate", "divergence_root"]
 
 _FLIPS = {"mode": "the train/eval mode", "fastpath": "the MHA fast path", "grad": "grad mode",
           "sdpa": "the SDPA backend", "autocast": "autocast"}
@@ -296,7 +296,7 @@ def _mode(f: Facts) -> Candidate:
     return c
 
 
-def _divergence(f: Facts) -> Candidate:
+def divergence_candidate(f: Facts) -> Candidate:
     """The run's history: values that grew exponentially over many steps until they overflowed explain
     a non-finite parameter, an overflow or a LayerNorm NaN better than the last step alone does."""
     c = Candidate("training_divergence")
@@ -328,16 +328,6 @@ def divergence_root(div: Divergence) -> Root:
     return root
 
 
-def divergence_verdict(div: Divergence, *, dtype: str | None = None, note: str | None = None) -> Verdict:
-    """The verdict from the history alone, when the failing step cannot be re-created from its batch (e.g.
-    the loss is computed outside the model)."""
-    f = Facts(divergence=div, dtype=dtype)
-    c = _divergence(f)
-    evidence = [f"for training_divergence: {text}" for _, text in c.support] + ([note] if note else [])
-    return Verdict(cause="training_divergence", summary=c.summary, evidence=evidence, fix=c.fix,
-                   root=divergence_root(div))
-
-
 def _unknown(f: Facts) -> Candidate:
     c = Candidate("unknown").add(1, "no candidate had evidence")
     c.summary = f"{_where(f)} produced the first {f.kind.upper() if f.kind == 'nan' else 'Inf'}; no replay changed it."
@@ -346,8 +336,8 @@ def _unknown(f: Facts) -> Candidate:
     return c
 
 
-_CANDIDATES = (_input, _parameter, _masked_attention, _overflow, _domain, _dropout, _batch_size, _mode, _divergence,
-               _unknown)
+_CANDIDATES = (_input, _parameter, _masked_attention, _overflow, _domain, _dropout, _batch_size, _mode,
+               divergence_candidate, _unknown)
 
 
 def decide(f: Facts) -> Verdict:

@@ -19,8 +19,7 @@ from typing import Any
 from torch import nn
 
 from nanprobe.diagnosis import diagnose
-from nanprobe.diagnosis.dynamics import analyze
-from nanprobe.diagnosis.verdict import divergence_verdict
+from nanprobe.diagnosis.from_history import history_verdict
 from nanprobe.monitoring.methods import method_adapter
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
 from nanprobe.monitoring.warning import EarlyWarning
@@ -127,11 +126,12 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
                    history: list[dict[str, Any]], layers: list[LayerRow], bundles_written: int,
                    paused: Callable[[], AbstractContextManager[Any]],
                    layer_history: list[dict[str, Any]] | None = None,
-                   param_history: list[dict[str, Any]] | None = None, compiled: bool = False) -> Failure:
+                   param_history: list[dict[str, Any]] | None = None, compiled: bool = False,
+                   dtype: str | None = None, autocast: tuple[str, ...] = ()) -> Failure:
     """Diagnose (when asked), write the bundle (when under ``max_bundles``) and describe it in one line.
     Raises only ``KeyboardInterrupt`` (after the bundle is written); nanprobe's own errors are returned in
     ``Failure.internal_error``. ``compiled``: the model ran under torch.compile (the report says the diagnosis
-    ran eagerly)."""
+    ran eagerly); ``dtype``/``autocast``: what the model computed in, and the call's autocast regions."""
     if detected is None:
         return Failure(where.step, where.epoch, where.rank, list(where.ranks), None,
                        _message(h, where, phase=None, report=None, bundle=None))
@@ -141,7 +141,8 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
                     mode=call.mode if call else None, grad_enabled=call.grad_enabled if call else None,
                     method=call.method if call else None, run=h.run_name, step=where.step, epoch=where.epoch,
                     rank=where.rank, world_size=where.world_size, ranks_nonfinite=list(where.ranks),
-                    history=history, layers=layers, policy=h.policy.value, depth=h.depth.value, source=h.source)
+                    history=history, layers=layers, policy=h.policy.value, depth=h.depth.value, source=h.source,
+                    dtype=dtype, autocast=autocast)
     if bundles_written >= h.max_bundles:
         note = f"no bundle (max_bundles={h.max_bundles} already written)"
         return Failure(where.step, where.epoch, where.rank, list(where.ranks), detected.phase,
@@ -153,7 +154,7 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
         with paused():
             snap.diagnosis, snap.diagnosis_error = _diagnose(h, target, detected, h.source.run_config, histories)
             if snap.diagnosis is None or not snap.diagnosis.nonfinite:
-                snap.verdict = _history_verdict(detected, histories)
+                snap.verdict = _history_verdict(detected, histories, dtype)
             if compiled and snap.diagnosis is not None:
                 snap.diagnosis.instrumentation = {**(snap.diagnosis.instrumentation or {}), "compiled": EAGER_NOTE}
     except KeyboardInterrupt as e:  # written up below, then re-raised
@@ -183,15 +184,15 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
     return failure
 
 
-def _history_verdict(detected: Detected, histories: dict[str, Any]) -> Any:
+def _history_verdict(detected: Detected, histories: dict[str, Any], dtype: str | None) -> Any:
     """When the failing step does not reproduce from its batch, the run's history may still explain it."""
-    divergence = analyze(histories["history"], histories["layer_history"], histories["param_history"])
-    if divergence is None:
-        return None
     where = {"loss": "the loss, which is computed outside the model", "backward": "the gradients"}.get(
         detected.phase, "the outputs")
-    return divergence_verdict(divergence, note=f"the value recorded in {where} did not reproduce from the saved "
-                                               "batch alone; the history explains it")
+    kind = detected.check.kind or "inf"
+    return history_verdict(histories["history"], histories["layer_history"], histories["param_history"],
+                           phase=detected.phase, kind=kind, dtype=dtype,
+                           note=f"the value recorded in {where} did not reproduce from the saved batch alone; the "
+                                "history explains it")
 
 
 def handle_warning(h: Handling, *, target: nn.Module, where: Position, warning: EarlyWarning,

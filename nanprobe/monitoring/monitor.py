@@ -245,7 +245,7 @@ class Monitor:
         norm (unscaled when a GradScaler is attached). One host read. With a GradScaler, a step whose
         gradients overflowed is the scaler's own business (it skips the step): recorded, not reported."""
         target = _unwrap(model if model is not None else self.model)
-        reading = self.signals.read_gradients(self._step, target)
+        reading = self.signals.read_gradients(self._step, target, absmax=_narrow(self._dtype))
         if reading is None:
             return None
         if not reading.finite and not reading.scaler_skipped:
@@ -402,7 +402,9 @@ class Monitor:
         failure = handle_failure(self.settings.handling, target=_unwrap(self.model), where=where, detected=first,
                                  history=self.history.tail(), layers=self._layers(), bundles_written=len(self.bundles),
                                  paused=self._rerunning, layer_history=list(self.layer_history),
-                                 param_history=self.param_history, compiled=self._compiled)
+                                 param_history=self.param_history, compiled=self._compiled,
+                                 dtype=str(self._dtype).removeprefix("torch.") if self._dtype is not None else None,
+                                 autocast=tuple(f"{d}:{str(t).removeprefix('torch.')}" for d, t in self._autocast))
         if len(self.failures) < max(self.settings.handling.max_bundles, 1) * 4:
             self.failures.append(failure)
         policy = self.settings.on_nonfinite
@@ -425,6 +427,12 @@ class Monitor:
 
 
 _EAGER = ("_on_call", "_handle", "_on_warning")  # what may be reached from code that torch.compile compiles
+
+
+def _narrow(dtype: torch.dtype | None) -> bool:
+    """Whether the model computes in a float with less range than float32 (float16; autocast's counts): its
+    backward's values can overflow where float32's would not."""
+    return dtype is not None and dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(torch.float32).max
 
 
 def _finite(value: float) -> bool:

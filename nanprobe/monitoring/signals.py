@@ -4,7 +4,9 @@
   propagate into it, so one pass answers both);
 * after backward: the total gradient norm, one norm per optimizer parameter group and per parameter (kept
   for the last steps), and the loss scale of a GradScaler; a step the scaler skips on purpose (its
-  intentional overflow) is recorded as skipped, not reported as a failure;
+  intentional overflow) is recorded as skipped, not reported as a failure. When the model computes in a
+  narrow float (float16: its own dtype, or autocast's) and no GradScaler is on, also the gradients' largest
+  |value| (``grad_absmax``): the backward's values live in that dtype, and their headroom is what runs out;
 * around ``optimizer.step()`` (hooks on the optimizer): the learning rate and the update-to-weight ratio,
   estimated on a fixed strided sample of each parameter (at most :data:`SAMPLE` values), so no copy of
   the weights is ever held.
@@ -115,20 +117,25 @@ class Signals:
             self.history.log(step, {"output_absmax": absmax})
         return CallReading(nonfinite, absmax, dtype)
 
-    def read_gradients(self, step: int, model: nn.Module) -> GradReading | None:
-        """Gradient norms (total, per optimizer group, per parameter) and the loss scale, in one read-back."""
+    def read_gradients(self, step: int, model: nn.Module, *, absmax: bool = False) -> GradReading | None:
+        """Gradient norms (total, per optimizer group, per parameter) and the loss scale, in one read-back;
+        with ``absmax`` (a narrow compute dtype and no GradScaler), also each gradient's largest |value|."""
         named = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
         if not named:
             return None
         device = named[0][1].grad.device  # type: ignore[union-attr]
-        norms = torch.stack([n.to(device) for n in _norms([p.grad.detach() for _, p in named])])  # type: ignore[union-attr]
+        grads = [p.grad.detach() for _, p in named]  # type: ignore[union-attr]
+        norms = torch.stack([n.to(device) for n in _norms(grads)])
         total = torch.linalg.vector_norm(norms).reshape(1)
         groups = self._group_index([p for _, p in named])
         group_norms = [torch.linalg.vector_norm(norms[idx]).reshape(1) for idx in groups.values()]
         scale = self._scale()
         extra = [scale.reshape(1).to(device=device, dtype=torch.float32)] if scale is not None else []
-        values = self._read(step, torch.cat([norms, total, *group_norms, *extra]))
+        peaks = [torch.stack([m.to(device) for m in _norms(grads, math.inf)])] if absmax and scale is None else []
+        values = self._read(step, torch.cat([norms, total, *group_norms, *extra, *peaks]))
         n = len(named)
+        if peaks:
+            values, maxes = values[:-n], values[-n:]
         per_param, total_value = values[:n], values[n]
         group_values = values[n + 1:n + 1 + len(groups)]
         scale_value = values[-1] if extra else None
@@ -141,8 +148,13 @@ class Signals:
             record["grad_norm"] = total_value / unscale
             if len(groups) > 1:
                 record.update({f"grad_norm/{name}": v / unscale for name, v in zip(groups, group_values)})
-            self.param_history.append({"step": step, "norms": {name: v / unscale for (name, _), v
-                                                               in zip(named, per_param)}})
+            row: dict[str, Any] = {"step": step, "norms": {name: v / unscale for (name, _), v
+                                                           in zip(named, per_param)}}
+            if peaks:
+                largest = max(range(n), key=lambda i: maxes[i])
+                record["grad_absmax"] = maxes[largest]
+                row["largest_grad"] = named[largest][0]
+            self.param_history.append(row)
         if scale_value is not None:
             record["loss_scale"] = scale_value
         skipped = not finite and scale_value is not None and self._scaler_enabled()
@@ -220,8 +232,8 @@ class Signals:
         self._queued.append((self._step, "update_ratio", delta / size.clamp_min(1e-15)))  # one of READ_LATE
 
 
-def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The float32 2-norm of each tensor, batched per device and dtype (one kernel per group where the device
-    has a fused one) instead of one norm call per tensor: the per-step cost grows slower with the parameter
-    count."""
-    return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+def _norms(tensors: list[torch.Tensor], order: float = 2) -> list[torch.Tensor]:
+    """The float32 ``order``-norm of each tensor (``math.inf``: its largest |value|), batched per device and
+    dtype (one kernel per group where the device has a fused one) instead of one norm call per tensor: the
+    per-step cost grows slower with the parameter count."""
+    return list(torch._foreach_norm(tensors, order, dtype=torch.float32))

@@ -5,11 +5,14 @@ Three signals, each from values the monitor already read (no extra device sync):
 * sustained exponential growth of the gradient norm, the loss, the outputs' |max| or the update ratio
   (:func:`nanprobe.diagnosis.dynamics.fit_growth` on the last :data:`WINDOW` steps, with thresholds strict
   enough that a healthy run's early gradient growth or a warm-up spike does not count);
-* an output |max| above ``fraction`` of its dtype's largest value;
+* an output |max|, or a gradient |max| when the backward runs in float16 without a GradScaler, above
+  ``fraction`` of the dtype's largest value;
 * a GradScaler's loss scale that keeps falling (it halves at every overflow it skips).
 
-Each signal warns once. The cheap test (the newest value is the window's largest, 10^min_decades times its
-smallest, and above anything the run reached before the window) runs every step; the fit only when that holds.
+Each signal warns once. Growth of another signal while the loss fell since the growth began is the model
+fitting its data (outputs growing towards large targets), not divergence, and does not warn. The cheap test
+(the newest value is the window's largest, 10^min_decades times its smallest, and above anything the run
+reached before the window) runs every step; the fit only when that holds.
 A loss that climbs from 1e-12 back to 1e-7 after a model fitted its data (Adam's steps near a minimum do that)
 is not heading for overflow: a growth warning needs a value the run has not seen before. A monitor attached only
 after the fit has no such earlier values and may warn about it.
@@ -36,6 +39,12 @@ GRACE = 10
 """No growth warning in a run's first steps: initial transients are not divergence."""
 _GROWING = ("grad_norm", "loss", "output_absmax", "update_ratio")
 _IN_MODEL_DTYPE = ("loss", "output_absmax")  # norms and ratios are computed in float32 whatever the model's dtype
+_HEADROOM = {
+    "output_absmax": ("the outputs", ""),
+    "grad_absmax": ("the gradients", " (the backward computes in that dtype without a GradScaler: torch.amp.GradScaler"
+                                     " or bfloat16 keeps them in range, or make the loss smaller)"),
+}
+"""The values checked against ``fraction`` of the compute dtype's max, with how a warning names them."""
 _SCALE_DROPS = 6  # halvings of the loss scale within the window...
 _SCALE_FLOOR = 1.0  # ...down below 1: even unscaled gradients overflow (a scaler calibrating down is normal)
 
@@ -60,6 +69,7 @@ class GrowthWatch:
         self._points: dict[str, deque[tuple[int, float]]] = {}
         self._window = window
         self._fired: set[str] = set()
+        self._headroom: set[str] = set()  # the signals warned for nearing the dtype's max
         self._peak: dict[str, float] = {}  # per signal, the largest value before the window
 
     def update(self, step: int, values: dict[str, float], dtype: torch.dtype | None = None) -> list[EarlyWarning]:
@@ -79,15 +89,15 @@ class GrowthWatch:
             if (key not in self._fired and step >= GRACE and abs(value) > self._peak.get(key, 0.0)
                     and self._steep(points, thresholds)):
                 growth = fit_growth(list(points), key, thresholds)
-                if growth is not None:
+                if growth is not None and not self._fitting(key, growth):
                     found.append(self._fire(step, key, growth, limit))
-        absmax = values.get("output_absmax")
-        if (limit is not None and absmax is not None and "headroom" not in self._fired
-                and absmax > self.fraction * limit):
-            self._fired.add("headroom")
-            found.append(EarlyWarning(step, "output_absmax",
-                                      f"the outputs reach |max| {absmax:.3g}, {absmax / limit:.0%} of "
-                                      f"{str(dtype).removeprefix('torch.')}'s max {limit:.3g}"))
+        for key, what in _HEADROOM.items():
+            absmax = values.get(key)
+            if (limit is not None and absmax is not None and key not in self._headroom
+                    and absmax > self.fraction * limit):
+                self._headroom.add(key)
+                found.append(EarlyWarning(step, key, f"{what[0]} reach |max| {absmax:.3g}, {absmax / limit:.0%} of "
+                                                     f"{str(dtype).removeprefix('torch.')}'s max {limit:.3g}{what[1]}"))
         scale = values.get("loss_scale")
         if scale is not None and "loss_scale" not in self._fired:
             scales = self._points.setdefault("loss_scale", deque(maxlen=self._window))
@@ -110,6 +120,15 @@ class GrowthWatch:
             return self.thresholds
         t = self.thresholds
         return Thresholds(min_slope=t.min_slope, min_steps=t.min_steps, min_decades=room, min_gain=t.min_gain)
+
+    def _fitting(self, key: str, growth: Growth) -> bool:
+        """Whether the loss fell while ``key`` grew: the model is fitting its data (outputs growing towards
+        large targets, say), not diverging. Only the dtype's headroom can make that a problem."""
+        losses = self._points.get("loss")
+        if key == "loss" or not losses:
+            return False
+        before = [v for s, v in losses if s <= growth.onset]
+        return bool(before) and losses[-1][0] > growth.onset and losses[-1][1] <= before[-1]
 
     def _steep(self, points: deque[tuple[int, float]], thresholds: Thresholds) -> bool:
         if len(points) <= thresholds.min_steps:

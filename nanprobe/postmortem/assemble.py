@@ -88,6 +88,8 @@ class Snapshot:
     verdict: Verdict | None = None  # when the diagnosis did not reproduce it but something else explains it
     warning: WarningInfo | None = None  # an early-warning bundle: nothing is non-finite yet
     incomplete: str | None = None
+    dtype: str | None = None  # what the model computed in (its outputs' dtype)
+    autocast: tuple[str, ...] = ()  # the call's autocast regions, "device:dtype"
 
     @property
     def backward(self) -> bool:
@@ -134,7 +136,8 @@ def build_report(s: Snapshot) -> BundleReport:
         phase=s.phase, detected=s.check.to_detection() if s.check is not None else None, reproduced=reproduced,
         diagnosis_error=s.diagnosis_error, policy=s.policy, depth=s.depth,
         call=CallInfo(mode=mode, training=(s.mode is Mode.TRAIN) if s.mode is not None else None,  # type: ignore[arg-type]
-                      grad_enabled=s.grad_enabled, method=s.method, backward=s.backward),
+                      grad_enabled=s.grad_enabled, method=s.method, backward=s.backward, dtype=s.dtype,
+                      autocast=list(s.autocast) or None),
         incomplete=s.incomplete)
     report.pytest = s.pytest
     return report

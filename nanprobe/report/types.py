@@ -203,11 +203,17 @@ class Detection(Record):
 class CallInfo(Record):
     """How the failing call ran."""
 
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"dtype", "autocast"})
+
     mode: Literal["eval", "train"] | None = None
     training: bool | None = None
     grad_enabled: bool | None = None
     method: str | None = None
     backward: bool = False
+    dtype: str | None = None
+    """The dtype the model computed in: its outputs' (autocast's, when it was on), e.g. ``"float16"``."""
+    autocast: list[str] | None = None
+    """The autocast regions the call ran in, as ``"device:dtype"`` (``nanprobe replay`` re-enters them)."""
 
 
 @dataclass(eq=False)

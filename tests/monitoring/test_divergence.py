@@ -170,3 +170,19 @@ def test_the_update_ratio_read_back_a_step_late_still_reaches_the_early_warning(
     logged = {row["step"]: row["update_ratio"] for row in rows if "update_ratio" in row}
     assert len(losses) == 20 and len(logged) >= 19
     assert set(seen) >= set(range(19)) and all(seen[s] == logged[s] for s in seen), (sorted(seen), sorted(logged))
+
+
+def test_outputs_growing_while_the_loss_falls_are_fitting_not_diverging() -> None:
+    """Outputs growing 4 decades towards large targets while the loss falls do not warn; the same outputs with
+    a rising loss do."""
+
+    def feed(losses: list[float]) -> list[str]:
+        watch = GrowthWatch()
+        found = []
+        for step, loss in enumerate(losses):
+            absmax = 0.5 if step < 20 else 0.5 * 10 ** (0.2 * (step - 19))  # 0.5 to 5e3 in 20 steps
+            found += [w.signal for w in watch.update(step, {"loss": loss, "output_absmax": absmax}, torch.float32)]
+        return found
+
+    assert feed([1e8 * (1 - 0.001 * step) for step in range(40)]) == []
+    assert feed([1.0] * 20 + [1.5 ** k for k in range(1, 21)]) == ["output_absmax", "loss"]

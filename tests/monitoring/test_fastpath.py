@@ -31,7 +31,7 @@ def test_fast_path_nan_is_caught_under_the_monitor(tmp_path: Path) -> None:
     failure = mon.failures[0]
     assert failure.report["monitor"]["detected"]["samples"] == [2]
     assert failure.report["monitor"]["call"] == {"training": False, "grad_enabled": False, "mode": "eval",
-                                                 "backward": False, "method": None}
+                                                 "backward": False, "method": None, "dtype": "float32"}
     assert failure.report["first_nonfinite"]["module"] == "encoder.layers.0"  # localized although hooks hide it
     assert (tmp_path / "enc-step0" / "report.json").is_file() and "enc-step0" in str(info.value)
     assert model.training is False  # the diagnosis put the flags back
