@@ -20,6 +20,7 @@ from nanprobe.diagnosis.flow import Flow, OpEvent, storage_key, trace_back
 from nanprobe.diagnosis.instrument import HookedRun, module_hooks
 from nanprobe.diagnosis.layers import assign_layer_roles
 from nanprobe.diagnosis.localize import Localizer
+from nanprobe.diagnosis.optimizer import optimizer_findings
 from nanprobe.diagnosis.origin import origin_record
 from nanprobe.diagnosis.replay import Replay, dropout_sites, model_dtypes, plan_replays
 from nanprobe.diagnosis.root import find_root
@@ -92,6 +93,7 @@ def diagnose(
     history: Sequence[Mapping[str, Any]] | None = None,
     layer_history: Sequence[Mapping[str, Any]] = (),
     param_history: Sequence[Mapping[str, Any]] = (),
+    optimizer: Any | None = None,
 ) -> Report:
     """Find which batch goes non-finite, where (module, op, source line, samples) and why (a verdict with
     the evidence of a replay matrix). The model, torch's global switches and the caller's RNG are left
@@ -102,7 +104,9 @@ def diagnose(
     sample bisection that do not fit are skipped and named in ``Report.deferred``.
 
     ``history`` (a run's per-step rows: loss, grad_norm, lr, output_absmax, ..., as the monitor keeps them),
-    with ``layer_history``/``param_history``, lets the verdict say whether the failure ends a divergence."""
+    with ``layer_history``/``param_history``, lets the verdict say whether the failure ends a divergence.
+    ``optimizer`` (the one that trains ``model``): a non-finite parameter is checked against what the knowledge
+    table says its step can do (e.g. an eps that is 0 in float16); its state is only read."""
     run_mode = parse_mode(mode)
     if isinstance(batches, (str, bytes)) or not isinstance(batches, Sequence) or not batches:
         raise InputError("batches must be a non-empty sequence of batches")
@@ -110,6 +114,7 @@ def diagnose(
         diagnoser = _Diagnoser(model, list(batches), run_mode, backward, config, rng_states, replay, repro_dir,
                                progress, time_budget)
         diagnoser.divergence = analyze(history, layer_history, param_history) if history else None
+        diagnoser.optimizer = optimizer
         return diagnoser.run()
 
 
@@ -122,6 +127,7 @@ class _Diagnoser:
         self.config, self.rng_states, self.replay, self.repro_dir = config, rng_states, replay, repro_dir
         self.time_budget = time_budget
         self.divergence: Divergence | None = None
+        self.optimizer: Any | None = None
         self._origin_call: int | None = None
         self.deadline: float | None = None
         self._control_seconds = 0.0
@@ -283,6 +289,8 @@ class _Diagnoser:
         params = dict([*self.model.named_parameters(), *self.model.named_buffers()])
         facts.bad_param_shapes = {n: tuple(params[n].shape) for n in facts.bad_params if n in params}
         facts.bad_buffers = {n for n, _ in self.model.named_buffers()} & set(facts.bad_params)
+        if self.optimizer is not None and facts.bad_params:
+            facts.optimizer = optimizer_findings(self.optimizer, self.model, facts.bad_params)
         origin_call = origin.call if origin is not None else None
         if facts.leaf is not None and facts.leaf != INPUT:  # a parameter: the origin is its module's first call
             owner = d.first_nonfinite.module

@@ -13,6 +13,7 @@ import torch
 
 from nanprobe.diagnosis.dynamics import Divergence
 from nanprobe.diagnosis.evidence import DIRECT, MEASURED, OP_FACT, PRIOR, REPLAY, Candidate, choose
+from nanprobe.diagnosis.optimizer import OptimizerFinding
 from nanprobe.diagnosis.samples import ranges
 from nanprobe.knowledge import Condition, Entry, Evidence
 from nanprobe.report import INPUT, Root, Verdict, display_name
@@ -73,6 +74,7 @@ class Facts:
     input_absmax: float | None = None  # the producing op's largest finite |input|
     root: Root | None = None
     divergence: Divergence | None = None  # what the run's history shows (monitor bundles, replays of them)
+    optimizer: list[OptimizerFinding] = field(default_factory=list)  # what the optimizer's step does to bad_params
 
 
 def _fixed(f: Facts, key: str) -> bool:
@@ -141,6 +143,11 @@ def _parameter(f: Facts) -> Candidate:
     c.fix = (f"{names} hold NaN/Inf: reload the last finite checkpoint and find the update that broke them (lower "
              "the learning rate, clip gradients, check the loss for NaN before optimizer.step(), or use nanprobe's "
              "monitor)")
+    step = next((o for o in f.optimizer if o.parameter in f.bad_params), None)
+    if step is not None:
+        c.add(MEASURED, f"{step.optimizer}.step() made {step.parameter} non-finite: {step.evidence.text}")
+        c.summary += f" {step.optimizer}'s step made them so: {step.evidence.text.split(';')[0]}."
+        c.fix = f"{step.condition.fix_text(where=step.where())}; then reload the last finite checkpoint"
     if buffers:
         c.fix += ("; a buffer such as BatchNorm's running_var is updated by training forwards, not by the "
                   "optimizer: recompute it (reset_running_stats() and a few train-mode passes)")
@@ -356,5 +363,8 @@ def decide(f: Facts) -> Verdict:
     root = f.root if winner.cause == "dtype_overflow" else None
     if winner.cause == "training_divergence" and f.divergence is not None:
         root = divergence_root(f.divergence)
+    step = next((o for o in f.optimizer if o.parameter in f.bad_params), None)
+    if winner.cause == "nonfinite_parameter" and step is not None:
+        root = Root(parameter=step.parameter, evidence=f"{step.optimizer}.step(): {step.evidence.text}")
     return Verdict(cause=winner.cause, summary=winner.summary, evidence=evidence, fix=winner.fix,  # type: ignore[arg-type]
                    root=root)

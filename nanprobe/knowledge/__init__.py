@@ -1,5 +1,6 @@
-"""What makes torch ops and losses non-finite, as data: a validated table (``table.yaml``) of entries and
-conditions, checks that test a condition on an op's actual arguments, and lookups by any spelling of a name::
+"""What makes torch ops, losses and optimizer steps non-finite, as data: a validated table (``table.yaml``) of
+entries and conditions, checks that test a condition on an op's actual arguments, and lookups by any
+spelling of a name::
 
     entry = entry_for_op("SqrtBackward0")            # the sqrt entry
     for condition in entry.conditions_for("backward"):
@@ -27,6 +28,7 @@ __all__ = [
     "TableError",
     "entry_for_loss",
     "entry_for_op",
+    "entry_for_optimizer",
     "load_table",
     "loss_for_op",
     "parse_table",
@@ -42,6 +44,11 @@ def entry_for_op(op: str) -> Entry | None:
 def entry_for_loss(name: str) -> Entry | None:
     """The table's entry for a loss, by class (``CrossEntropyLoss``) or functional name (``cross_entropy``)."""
     return load_table().entry_for_loss(name)
+
+
+def entry_for_optimizer(name: str) -> Entry | None:
+    """The table's entry for a ``torch.optim`` optimizer class (``Adam``, ``AdamW``, ...)."""
+    return load_table().entry_for_optimizer(name)
 
 
 def loss_for_op(op: str) -> tuple[Entry, ...]:

@@ -19,8 +19,9 @@ CAUSES = (
     "training_divergence",
     "unknown",
 )
-KINDS = ("op", "loss")
-PHASES = ("forward", "backward", "both")
+KINDS = ("op", "loss", "optimizer")
+# An optimizer's conditions happen in its "step": finite gradients in, non-finite parameters out.
+PHASES = ("forward", "backward", "both", "step")
 # What torch does when the condition holds: NaN, +-Inf, either (depends on the values), or an exception.
 OUTCOMES = ("nan", "inf", "nonfinite", "error")
 # Fix texts may name these; everything else in braces is an error.
@@ -28,12 +29,14 @@ PLACEHOLDERS = ("where", "who")
 
 
 def covers(phase: str, other: str) -> bool:
-    """Whether ``phase`` includes ``other`` ("both" includes forward and backward)."""
-    return phase == other or phase == "both"
+    """Whether ``phase`` includes ``other`` ("both" includes forward and backward, not an optimizer's step)."""
+    return phase == other or (phase == "both" and other in ("forward", "backward"))
 
 
 def union(phases: list[str]) -> str:
     """The smallest phase that includes all of ``phases``."""
+    if phases and all(p == "step" for p in phases):
+        return "step"
     seen = set()
     for p in phases:
         seen.update(("forward", "backward") if p == "both" else (p,))
@@ -69,7 +72,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class Entry:
-    """Everything the table knows about one aten op (``kind == "op"``) or one ``torch.nn`` loss.
+    """Everything the table knows about one aten op (``kind == "op"``), one ``torch.nn`` loss or one
+    ``torch.optim`` optimizer (``kind == "optimizer"``, its other classes under ``aliases``).
 
     An entry without conditions records a point that torch handles (finite), so that nobody writes a
     rule for it; ``note`` then says what torch does there."""

@@ -34,10 +34,14 @@ class Table:
         self._ops: dict[str, Entry] = {}
         self._losses: dict[str, Entry] = {}
         self._by_aten: dict[str, list[Entry]] = {}
+        self._optimizers: dict[str, Entry] = {}
         for entry in entries:
             if entry.kind == "op":
                 for name in (entry.name, *entry.aliases):
                     _claim(self._ops, key(name), entry, "op name")
+            elif entry.kind == "optimizer":
+                for name in (entry.name, *entry.aliases):
+                    _claim(self._optimizers, name, entry, "optimizer name")
             else:
                 for name in (entry.name, *entry.functional):
                     _claim(self._losses, key(name), entry, "loss name")
@@ -57,6 +61,14 @@ class Table:
     @property
     def losses(self) -> tuple[Entry, ...]:
         return tuple(e for e in self.entries if e.kind == "loss")
+
+    @property
+    def optimizers(self) -> tuple[Entry, ...]:
+        return tuple(e for e in self.entries if e.kind == "optimizer")
+
+    def entry_for_optimizer(self, name: str) -> Entry | None:
+        """``Adam`` (or ``torch.optim.Adam``) -> the Adam entry; optimizer classes are matched exactly."""
+        return self._optimizers.get(name.rsplit(".", 1)[-1])
 
     def entry_for_op(self, op: str) -> Entry | None:
         """``aten.log``, ``log``, ``log_``, ``log.default`` or ``LogBackward0`` -> the ``log`` entry."""
@@ -161,8 +173,10 @@ def _entry(raw: Any, index: int) -> Entry:
         raise TableError(f"{where}: phase {phase!r} but its conditions cover "
                          f"{union([c.phase for c in conditions])!r}")
     functional, aten_ops = _names(raw, "functional", where), _names(raw, "aten_ops", where)
-    if kind == "op" and (functional or aten_ops):
+    if kind != "loss" and (functional or aten_ops):
         raise TableError(f"{where}: 'functional' and 'aten_ops' are for losses")
+    if (kind == "optimizer") != (phase == "step"):
+        raise TableError(f"{where}: phase 'step' is for optimizers, and an optimizer's phase is 'step'")
     if kind == "loss" and not aten_ops:
         raise TableError(f"{where}: a loss needs 'aten_ops' (the aten ops it runs through)")
     aliases = _names(raw, "aliases", where)

@@ -108,7 +108,7 @@ def _message(h: Handling, where: Position, *, phase: str | None, report: Any, bu
 
 
 def _diagnose(h: Handling, target: nn.Module, detected: Detected, run_config: dict[str, Any] | None,
-              histories: dict[str, Any]) -> tuple[Report | None, str | None]:
+              histories: dict[str, Any], optimizer: Any | None) -> tuple[Report | None, str | None]:
     """(diagnosis, why there is none) for the failing batch, re-run from its captured RNG."""
     call = detected.call
     if not h.diagnose:
@@ -118,7 +118,7 @@ def _diagnose(h: Handling, target: nn.Module, detected: Detected, run_config: di
     budget = h.time_budget if h.policy is not Policy.RAISE else None
     diagnosis = diagnose(method_adapter(target, call.method), [call.call.simplest()], mode=call.mode,
                          backward=detected.phase in ("loss", "backward"), config=run_config,
-                         rng_states=[call.rng], time_budget=budget, **histories)
+                         rng_states=[call.rng], time_budget=budget, optimizer=optimizer, **histories)
     return diagnosis, None
 
 
@@ -127,11 +127,12 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
                    paused: Callable[[], AbstractContextManager[Any]],
                    layer_history: list[dict[str, Any]] | None = None,
                    param_history: list[dict[str, Any]] | None = None, compiled: bool = False,
-                   dtype: str | None = None, autocast: tuple[str, ...] = ()) -> Failure:
+                   dtype: str | None = None, autocast: tuple[str, ...] = (), optimizer: Any | None = None) -> Failure:
     """Diagnose (when asked), write the bundle (when under ``max_bundles``) and describe it in one line.
     Raises only ``KeyboardInterrupt`` (after the bundle is written); nanprobe's own errors are returned in
     ``Failure.internal_error``. ``compiled``: the model ran under torch.compile (the report says the diagnosis
-    ran eagerly); ``dtype``/``autocast``: what the model computed in, and the call's autocast regions."""
+    ran eagerly); ``dtype``/``autocast``: what the model computed in, and the call's autocast regions;
+    ``optimizer``: the run's optimizer (the verdict reads its state for a non-finite parameter)."""
     if detected is None:
         return Failure(where.step, where.epoch, where.rank, list(where.ranks), None,
                        _message(h, where, phase=None, report=None, bundle=None))
@@ -152,7 +153,8 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
     histories = {"history": history, "layer_history": layer_history or (), "param_history": param_history or ()}
     try:
         with paused():
-            snap.diagnosis, snap.diagnosis_error = _diagnose(h, target, detected, h.source.run_config, histories)
+            snap.diagnosis, snap.diagnosis_error = _diagnose(h, target, detected, h.source.run_config, histories,
+                                                             optimizer)
             if snap.diagnosis is None or not snap.diagnosis.nonfinite:
                 snap.verdict = _history_verdict(detected, histories, dtype)
             if compiled and snap.diagnosis is not None:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from nanprobe.batches import ModelCall, batch_size
+from nanprobe.diagnosis.optimizer import hazard_message, optimizer_findings
 from nanprobe.errors import GrowthError, InputError, NonFiniteError
 from nanprobe.execution import mode_of
 from nanprobe.monitoring.distributed import RankSync, rank_and_world
@@ -119,6 +120,7 @@ class Monitor:
         self._on_stop: list[Callable[[], None]] = []
         self._compiled = False
         self._autocast: tuple[tuple[str, torch.dtype], ...] = ()  # the last call's autocast regions
+        self._hazard: str | None = None  # what the attached optimizer's step will do (warned once)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Monitor:
@@ -178,8 +180,12 @@ class Monitor:
 
     def attach(self, optimizer: Any | None = None, scaler: Any | None = None) -> None:
         """Attach an optimizer (learning rate, update ratio) or a GradScaler (loss scale; its skipped
-        overflow steps are recorded, not reported) created after the monitor, e.g. by a framework."""
+        overflow steps are recorded, not reported) created after the monitor, e.g. by a framework. An optimizer
+        whose step cannot work for its parameters' dtype (Adam's eps is 0 in float16) is warned about at the next
+        check, before any NaN."""
         self.signals.attach(optimizer, scaler)
+        if optimizer is not None:
+            self._hazard = hazard_message(optimizer_findings(optimizer, _unwrap(self.model)))
 
     @property
     def bundles(self) -> list[Path]:
@@ -322,16 +328,18 @@ class Monitor:
     def _early(self) -> None:
         """Feed this step's values, and the previous step's that are read back late (``READ_LATE``), to the
         early warning; act on what it raises."""
-        rows = self.history.tail(2)
-        if not rows or rows[-1].get("step") != self._step:
-            return
         found = []
-        if len(rows) == 2 and rows[0].get("step") == self._step - 1:
-            late = {k: v for k, v in rows[0].items() if k in READ_LATE and isinstance(v, float)}
-            if late:
-                found += self.watch.update(self._step - 1, late, self._dtype)
-        values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
-        found += self.watch.update(self._step, values, self._dtype)
+        if self._hazard is not None:
+            found.append(EarlyWarning(self._step, "optimizer", self._hazard))
+            self._hazard = None
+        rows = self.history.tail(2)
+        if rows and rows[-1].get("step") == self._step:
+            if len(rows) == 2 and rows[0].get("step") == self._step - 1:
+                late = {k: v for k, v in rows[0].items() if k in READ_LATE and isinstance(v, float)}
+                if late:
+                    found += self.watch.update(self._step - 1, late, self._dtype)
+            values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
+            found += self.watch.update(self._step, values, self._dtype)
         for warning in found:
             self.warnings.append(warning)
             self._on_warning(warning)
@@ -404,7 +412,8 @@ class Monitor:
                                  paused=self._rerunning, layer_history=list(self.layer_history),
                                  param_history=self.param_history, compiled=self._compiled,
                                  dtype=str(self._dtype).removeprefix("torch.") if self._dtype is not None else None,
-                                 autocast=tuple(f"{d}:{str(t).removeprefix('torch.')}" for d, t in self._autocast))
+                                 autocast=tuple(f"{d}:{str(t).removeprefix('torch.')}" for d, t in self._autocast),
+                                 optimizer=self.signals.optimizer)
         if len(self.failures) < max(self.settings.handling.max_bundles, 1) * 4:
             self.failures.append(failure)
         policy = self.settings.on_nonfinite

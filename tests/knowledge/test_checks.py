@@ -120,6 +120,7 @@ HITS: list[tuple[str, str, tuple[Any, ...], dict[str, Any], tuple[int, ...] | No
     ("singular_matrix", "aten.linalg_inv_ex", (torch.stack([torch.eye(2), T([[1.0, 2.0], [2.0, 4.0]])]),), {}, (1,)),
     ("not_positive_definite", "aten.linalg_cholesky_ex", (T([[1.0, 3.0], [3.0, 4.0]]),), {}, None),
     ("nonpositive_determinant", "logdet", (T([[-1.0, 0.0], [0.0, 1.0]]),), {}, None),
+    ("eps_flushes_to_zero", "Adam", (T([1.0, 2.0], dtype=torch.float16), {"eps": 1e-8}, {}), {}, None),
 ]
 
 # (check, op, args, kwargs): the condition does not hold (or the op is not one the check reads).
@@ -193,6 +194,8 @@ MISSES: list[tuple[str, str, tuple[Any, ...], dict[str, Any]]] = [
     ("singular_matrix", "aten.linalg_inv_ex", (torch.eye(2),), {}),
     ("not_positive_definite", "aten.linalg_cholesky_ex", (torch.eye(2),), {}),
     ("nonpositive_determinant", "logdet", (torch.eye(2),), {}),
+    ("eps_flushes_to_zero", "Adam", (T([1.0, 2.0], dtype=torch.float16), {"eps": 1e-4}, {}), {}),
+    ("eps_flushes_to_zero", "Adam", (T([1.0, 2.0]), {"eps": 1e-8}, {}), {}),  # float32 holds 1e-8
 ]
 
 

@@ -1,0 +1,70 @@
+"""What an optimizer's step does to its parameters, from the knowledge table's optimizer entries: the
+conditions under which finite gradients come out as non-finite parameters (an eps that is 0 in float16), tested
+on each parameter, its group's hyperparameters and its optimizer state. Nothing is written: the state is read.
+
+Used twice: before the run goes wrong (the monitor warns when an attached optimizer's hyperparameters cannot
+work for its parameters' dtype), and after (a ``nonfinite_parameter`` verdict names the step that made them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from nanprobe.knowledge import Condition, Evidence, entry_for_optimizer, run_check
+
+__all__ = ["OptimizerFinding", "hazard_message", "optimizer_findings"]
+
+
+@dataclass(frozen=True)
+class OptimizerFinding:
+    """A table condition that holds for one parameter of an optimizer."""
+
+    optimizer: str
+    parameter: str
+    condition: Condition
+    evidence: Evidence
+
+    def where(self) -> str:
+        return f"{self.optimizer} ({self.parameter})"
+
+
+def optimizer_findings(optimizer: Any, model: nn.Module,
+                       names: Collection[str] | None = None) -> list[OptimizerFinding]:
+    """The conditions of ``optimizer``'s table entry that hold for ``model``'s parameters (those in ``names``
+    only, when given), one finding per parameter and condition; [] for an optimizer the table does not know."""
+    kind = type(optimizer).__name__
+    entry = entry_for_optimizer(kind)
+    groups = getattr(optimizer, "param_groups", None)
+    if entry is None or entry.safe or not isinstance(groups, list):
+        return []
+    state = getattr(optimizer, "state", {})
+    named = {id(p): n for n, p in model.named_parameters()}
+    found = []
+    for group in groups:
+        settings = {k: v for k, v in group.items() if k != "params"}
+        for param in group.get("params", []):
+            name = named.get(id(param))
+            if name is None or (names is not None and name not in names):
+                continue
+            for condition in entry.conditions:
+                if condition.check is None:
+                    continue
+                evidence = run_check(condition.check, kind, (param, settings, state.get(param, {})))
+                if evidence is not None:
+                    found.append(OptimizerFinding(kind, name, condition, evidence))
+    return found
+
+
+def hazard_message(findings: list[OptimizerFinding]) -> str | None:
+    """One line for a run about to start: which parameters a condition threatens, and the fix."""
+    if not findings:
+        return None
+    first = findings[0]
+    names = sorted({f.parameter for f in findings})
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return (f"{first.optimizer}'s step can turn finite gradients into NaN/Inf parameters ({shown}): "
+            f"{first.evidence.text}. Fix: {first.condition.fix_text(where=first.optimizer)}")

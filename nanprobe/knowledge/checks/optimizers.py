@@ -1,0 +1,36 @@
+"""Checks for optimizer steps: ``OpCall(<optimizer class name>, (parameter, param_group, state))``."""
+
+from __future__ import annotations
+
+import torch
+
+from nanprobe.knowledge.checks.registry import Evidence, OpCall, check
+
+SECOND_MOMENTS = ("exp_avg_sq", "exp_inf", "square_avg", "sum")
+"""The state an adaptive optimizer divides by (Adam/AdamW/NAdam/RAdam, Adamax, RMSprop, Adagrad)."""
+
+
+@check("eps_flushes_to_zero")
+def eps_flushes_to_zero(call: OpCall) -> Evidence | None:
+    """The group's eps rounds to 0 in the parameter's dtype, so ``sqrt(state) + eps`` is 0 wherever the
+    second moment is (a zero gradient, or one whose square underflows). With a non-finite parameter, how many
+    of its non-finite values sit where that second moment is 0."""
+    param, group, state = call.get(0, "param"), call.get(1, "group") or {}, call.get(2, "state") or {}
+    eps = group.get("eps")
+    if not isinstance(param, torch.Tensor) or not param.is_floating_point() or not isinstance(eps, float) or eps <= 0:
+        return None
+    dtype = param.dtype
+    if torch.tensor(eps, dtype=dtype).item() != 0.0:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps  # the smallest subnormal
+    text = f"eps {eps:g} is 0 in {name} (its smallest positive value is {tiny:.3g})"
+    moment = next(((k, v) for k, v in state.items() if k in SECOND_MOMENTS and isinstance(v, torch.Tensor)
+                   and v.shape == param.shape), None)
+    bad = ~torch.isfinite(param.detach())
+    if moment is not None and bool(bad.any()):
+        key, value = moment
+        zero = int((bad & (value == 0)).sum())
+        text += (f"; {zero} of the {int(bad.sum())} non-finite values sit where {key} is 0 (their gradient was 0 "
+                 f"or its square underflowed in {name})")
+    return Evidence(text)

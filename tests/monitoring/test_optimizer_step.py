@@ -1,0 +1,103 @@
+"""An optimizer step that turns finite gradients into NaN: Adam with float16 parameters (its eps 1e-8 is 0 in
+float16). The monitor warns when the optimizer is attached, before any NaN; the bundle's nonfinite_parameter
+verdict names the optimizer step with what its state shows; the fix it gives works."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import nanprobe
+from nanprobe.errors import GrowthError
+from nanprobe.monitoring import monitor
+from nanprobe.postmortem.bundle import load_bundle
+
+
+def _net(dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 1)).to(dtype)
+
+
+def _run(tmp_path: Path, dtype: torch.dtype = torch.float16, optimizer: str = "Adam", steps: int = 30,
+         **kwargs: Any) -> tuple[Any, list[float]]:
+    model = _net(dtype)
+    opt = getattr(torch.optim, optimizer)(model.parameters(), lr=1e-3, **kwargs)
+    x, y = torch.randn(32, 16).to(dtype), torch.randn(32, 1).to(dtype)
+    losses: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with monitor(model, out_dir=tmp_path, optimizer=opt, on_nonfinite="dump", time_budget=None) as mon:
+            for _ in range(steps):
+                loss = mon.check_loss(((model(x) - y) ** 2).mean())
+                losses.append(float(loss))
+                if not math.isfinite(losses[-1]):
+                    break
+                opt.zero_grad()
+                loss.backward()
+                mon.after_backward()
+                opt.step()
+                mon.step()
+    return mon, losses
+
+
+def test_float16_adam_is_warned_before_the_nan_and_its_step_is_the_verdict(tmp_path: Path) -> None:
+    mon, losses = _run(tmp_path)
+    assert not math.isfinite(losses[-1]) and len(losses) == 2  # the first step already breaks the weights
+    (warning,) = [w for w in mon.warnings if w.signal == "optimizer"]
+    assert warning.step == 0 < mon.failures[0].step
+    assert "Adam's step can turn finite gradients into NaN/Inf parameters" in warning.message
+    assert "eps 1e-08 is 0 in float16" in warning.message and "eps to 1e-4" in warning.message
+    report = load_bundle(mon.bundles[0]).report
+    verdict = report.verdict
+    assert verdict.cause == "nonfinite_parameter"
+    assert verdict.root.parameter in ("0.weight", "0.bias") and verdict.root.evidence.startswith("Adam.step(): ")
+    line = next(e for e in verdict.evidence if "Adam.step() made" in e)
+    bad = int(line.split(" of the ")[1].split()[0])
+    assert f"{bad} of the {bad} non-finite values sit where exp_avg_sq is 0" in line  # every one of them
+    assert "torch.autocast with a GradScaler" in verdict.fix and "raise eps to 1e-4" in verdict.fix
+    assert "lower the learning rate" not in verdict.fix
+
+
+def test_on_warning_raise_stops_the_run_while_the_weights_are_finite(tmp_path: Path) -> None:
+    model = _net(torch.float16)
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(GrowthError, match="AdamW's step"), \
+            monitor(model, out_dir=tmp_path, optimizer=opt, on_warning="raise") as mon:
+        mon.check_loss(model(torch.randn(4, 16).half()).float().pow(2).mean())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("dtype", "optimizer", "kwargs"), [
+    (torch.float16, "Adam", {"eps": 1e-4}),  # the fix
+    (torch.float32, "Adam", {}),
+    (torch.float16, "SGD", {"momentum": 0.9}),
+    (torch.float16, "Adadelta", {}),
+])
+def test_optimizers_that_work_for_their_dtype_are_not_warned(
+        tmp_path: Path, dtype: torch.dtype, optimizer: str, kwargs: dict[str, float]) -> None:
+    mon, losses = _run(tmp_path, dtype, optimizer, **kwargs)
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
+    assert not mon.warnings and not mon.bundles
+
+
+def test_diagnose_reads_the_optimizer_it_is_given(tmp_path: Path) -> None:
+    model = _net(torch.float16)
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    x = torch.randn(8, 16).half()
+    model(x).float().pow(2).mean().backward()
+    opt.step()
+    before = {k: v.clone() for k, v in opt.state_dict()["state"][0].items()}
+    report = nanprobe.diagnose(model, [x], optimizer=opt)
+    assert report.verdict.cause == "nonfinite_parameter"
+    assert "RMSprop's step made them so: eps 1e-08 is 0 in float16" in report.verdict.summary
+    assert "square_avg is 0" in " ".join(report.verdict.evidence)
+    after = opt.state_dict()["state"][0]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # read, never written
+    plain = nanprobe.diagnose(model, [x])
+    assert "RMSprop" not in plain.verdict.summary and "lower the learning rate" in plain.verdict.fix
