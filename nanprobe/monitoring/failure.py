@@ -10,7 +10,7 @@ nanprobe's :class:`~nanprobe.errors.NonFiniteError`, with the original exception
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,10 @@ from nanprobe.monitoring.warning import EarlyWarning
 from nanprobe.postmortem.assemble import ModelSource, Snapshot, build_report, write_incomplete, write_snapshot
 from nanprobe.report import LayerRow, Report, WarningInfo, display_name
 
-__all__ = ["EAGER_NOTE", "Failure", "Handling", "Position", "handle_failure", "handle_warning"]
+__all__ = ["EAGER_NOTE", "KEPT_WARNINGS", "Failure", "Handling", "Position", "handle_failure", "handle_warning",
+           "warning_info"]
 
+KEPT_WARNINGS = 8
 EAGER_NOTE = "the model ran under torch.compile; the diagnosis re-ran it eagerly, as nanprobe replay does"
 
 
@@ -127,12 +129,14 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
                    paused: Callable[[], AbstractContextManager[Any]],
                    layer_history: list[dict[str, Any]] | None = None,
                    param_history: list[dict[str, Any]] | None = None, compiled: bool = False,
-                   dtype: str | None = None, autocast: tuple[str, ...] = (), optimizer: Any | None = None) -> Failure:
+                   dtype: str | None = None, autocast: tuple[str, ...] = (), optimizer: Any | None = None,
+                   warnings: Sequence[EarlyWarning] = ()) -> Failure:
     """Diagnose (when asked), write the bundle (when under ``max_bundles``) and describe it in one line.
     Raises only ``KeyboardInterrupt`` (after the bundle is written); nanprobe's own errors are returned in
     ``Failure.internal_error``. ``compiled``: the model ran under torch.compile (the report says the diagnosis
     ran eagerly); ``dtype``/``autocast``: what the model computed in, and the call's autocast regions;
-    ``optimizer``: the run's optimizer (the verdict reads its state for a non-finite parameter)."""
+    ``optimizer``: the run's optimizer (the verdict reads its state for a non-finite parameter); ``warnings``:
+    the early warnings given before (the bundle keeps the first :data:`KEPT_WARNINGS`)."""
     if detected is None:
         return Failure(where.step, where.epoch, where.rank, list(where.ranks), None,
                        _message(h, where, phase=None, report=None, bundle=None))
@@ -143,7 +147,8 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
                     method=call.method if call else None, run=h.run_name, step=where.step, epoch=where.epoch,
                     rank=where.rank, world_size=where.world_size, ranks_nonfinite=list(where.ranks),
                     history=history, layers=layers, policy=h.policy.value, depth=h.depth.value, source=h.source,
-                    dtype=dtype, autocast=autocast)
+                    dtype=dtype, autocast=autocast,
+                    earlier_warnings=[warning_info(w) for w in warnings[:KEPT_WARNINGS]])
     if bundles_written >= h.max_bundles:
         note = f"no bundle (max_bundles={h.max_bundles} already written)"
         return Failure(where.step, where.epoch, where.rank, list(where.ranks), detected.phase,
@@ -197,14 +202,19 @@ def _history_verdict(detected: Detected, histories: dict[str, Any], dtype: str |
                                 "history explains it")
 
 
+def warning_info(warning: EarlyWarning) -> WarningInfo:
+    """An early warning as a report records it."""
+    growth = warning.growth
+    return WarningInfo(step=warning.step, signal=warning.signal, message=warning.message,
+                       onset=growth.onset if growth else None, slope=growth.slope if growth else None,
+                       decades=growth.decades if growth else None, projected_step=warning.projected_step)
+
+
 def handle_warning(h: Handling, *, target: nn.Module, where: Position, warning: EarlyWarning,
                    history: list[dict[str, Any]], layers: list[LayerRow], call: StepCall | None) -> Path | None:
     """``on_warning="dump"``: a bundle of the step the warning fired at (nothing is non-finite yet, so there
     is no diagnosis; the history and the warning are the content). None when it cannot be written."""
-    growth = warning.growth
-    info = WarningInfo(step=warning.step, signal=warning.signal, message=warning.message,
-                       onset=growth.onset if growth else None, slope=growth.slope if growth else None,
-                       decades=growth.decades if growth else None, projected_step=warning.projected_step)
+    info = warning_info(warning)
     snap = Snapshot(name=f"{_bundle_name(h, where)}-warning", model=target,
                     batch=call.call.simplest() if call else None, rng=call.rng if call else None, phase="warning",
                     mode=call.mode if call else None, grad_enabled=call.grad_enabled if call else None,

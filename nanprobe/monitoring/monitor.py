@@ -413,7 +413,7 @@ class Monitor:
                                  param_history=self.param_history, compiled=self._compiled,
                                  dtype=str(self._dtype).removeprefix("torch.") if self._dtype is not None else None,
                                  autocast=tuple(f"{d}:{str(t).removeprefix('torch.')}" for d, t in self._autocast),
-                                 optimizer=self.signals.optimizer)
+                                 optimizer=self.signals.optimizer, warnings=self.warnings)
         if len(self.failures) < max(self.settings.handling.max_bundles, 1) * 4:
             self.failures.append(failure)
         policy = self.settings.on_nonfinite

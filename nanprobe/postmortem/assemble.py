@@ -89,6 +89,7 @@ class Snapshot:
     warning: WarningInfo | None = None  # an early-warning bundle: nothing is non-finite yet
     incomplete: str | None = None
     dtype: str | None = None  # what the model computed in (its outputs' dtype)
+    earlier_warnings: list[WarningInfo] = field(default_factory=list)  # a failure's early warnings before it
     autocast: tuple[str, ...] = ()  # the call's autocast regions, "device:dtype"
 
     @property
@@ -125,6 +126,7 @@ def build_report(s: Snapshot) -> BundleReport:
         report.first_nonfinite = _synthetic_first(s)
         report.verdict = report.verdict or s.verdict
     report.warning = s.warning
+    report.earlier_warnings = list(s.earlier_warnings) or None
     if not report.layers and s.layers:
         report.layers = list(s.layers)
     report.run, report.step, report.epoch = s.run, s.step, s.epoch

@@ -213,7 +213,7 @@ def render_html(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any]], 
                                                                                              "step", "evidence")
                                                                      if where.get(k) is not None]))
     parts.append(_plot(layer_plot_png, layers, root.get("module"), alt="per-layer activation range"))
-    warning = report.get("warning") or {}
+    warning = report.get("warning") or next(iter(report.get("earlier_warnings") or []), None) or {}
     onset = root.get("step") if verdict.get("cause") == "training_divergence" else warning.get("onset")
     parts.append("<h2>Training history</h2>")
     parts.append(_plot(history_plot_png, report.get("history") or [], report.get("step"), onset=onset,

@@ -83,6 +83,11 @@ def render_markdown(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any
         if len(layers) > 60:
             lines.append(f"\n({len(layers) - 60} more rows in stats.csv)")
         lines.append("")
+    earlier = report.get("earlier_warnings") or []
+    if earlier:
+        lines += ["## Early warnings before the failure", ""]
+        lines += [f"- step {w.get('step')} ({w.get('signal')}): {w.get('message')}" for w in earlier]
+        lines.append("")
     history = report.get("history") or []
     if history:
         lines += ["## History (last steps)", ""]

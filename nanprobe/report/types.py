@@ -286,7 +286,7 @@ class WarningInfo(Record):
 class BundleReport(Report):
     """A post-mortem bundle's report: the diagnosis plus the step it came from."""
 
-    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"pytest", "deferred", "warning"})
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"pytest", "deferred", "warning", "earlier_warnings"})
 
     run: str | None = None
     step: int | None = None
@@ -300,6 +300,8 @@ class BundleReport(Report):
     bundle: BundleInfo | None = None
     pytest: PytestInfo | None = None
     warning: WarningInfo | None = None
+    earlier_warnings: list[WarningInfo] | None = None
+    """A failure bundle: the early warnings the monitor gave before the failure (the first few)."""
 
 
 @dataclass(eq=False)

@@ -186,3 +186,17 @@ def test_outputs_growing_while_the_loss_falls_are_fitting_not_diverging() -> Non
 
     assert feed([1e8 * (1 - 0.001 * step) for step in range(40)]) == []
     assert feed([1.0] * 20 + [1.5 ** k for k in range(1, 21)]) == ["output_absmax", "loss"]
+
+
+def test_a_failure_bundle_keeps_the_warnings_given_before_it(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mon, losses = _train(0.9, tmp_path)
+    (bundle,) = mon.bundles  # type: ignore[attr-defined]
+    loaded = load_bundle(bundle)
+    earlier = loaded.report.earlier_warnings
+    given = mon.warnings  # type: ignore[attr-defined]
+    assert given and [(w.step, w.signal) for w in earlier] == [(w.step, w.signal) for w in given]
+    assert all(w.step < len(losses) - 1 for w in earlier)
+    markdown = (bundle / "report.md").read_text()
+    assert "## Early warnings before the failure" in markdown and f"- step {given[0].step} (" in markdown
