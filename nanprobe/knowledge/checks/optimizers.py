@@ -27,10 +27,11 @@ def eps_flushes_to_zero(call: OpCall) -> Evidence | None:
     text = f"eps {eps:g} is 0 in {name} (its smallest positive value is {tiny:.3g})"
     moment = next(((k, v) for k, v in state.items() if k in SECOND_MOMENTS and isinstance(v, torch.Tensor)
                    and v.shape == param.shape), None)
-    bad = ~torch.isfinite(param.detach())
-    if moment is not None and bool(bad.any()):
+    if moment is not None:  # no state before the first step: nothing to count (and no pass over the weights)
         key, value = moment
-        zero = int((bad & (value == 0)).sum())
-        text += (f"; {zero} of the {int(bad.sum())} non-finite values sit where {key} is 0 (their gradient was 0 "
-                 f"or its square underflowed in {name})")
+        bad = ~torch.isfinite(param.detach())
+        if bool(bad.any()):
+            zero = int((bad & (value == 0)).sum())
+            text += (f"; {zero} of the {int(bad.sum())} non-finite values sit where {key} is 0 (their gradient was "
+                     f"0 or its square underflowed in {name})")
     return Evidence(text)
