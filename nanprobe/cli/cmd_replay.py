@@ -98,6 +98,8 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     recorded_module = f"'{display_name(recorded.module)}'" if recorded is not None else "nothing"
     if report.nonfinite:
         report.reproduced = True if failed else None
+        if same:
+            _keep_recorded_root(report, bundle.report.verdict)
         verdict = "the same origin as recorded" if same else f"recorded {recorded_module}"
         line = Text(f"replay: origin '{display_name(origin)}' ({verdict})", style="bold" if same else "yellow")
     elif failed:
@@ -109,6 +111,19 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
         write_report(args.json, report)
         ctx.note(f"nanprobe: wrote {args.json}")
     return 1 if failed or report.nonfinite else 0
+
+
+def _keep_recorded_root(report: Any, recorded: Any) -> None:
+    """The bundle's verdict may rest on state the bundle does not hold (the optimizer's, read at the failing
+    step): when the replay reaches the same cause at the same origin but finds no root, keep the recorded root
+    and fix, and say where they came from."""
+    verdict = report.verdict
+    if (verdict is None or recorded is None or recorded.root is None or verdict.root is not None
+            or verdict.cause != recorded.cause):
+        return
+    verdict.root, verdict.fix = recorded.root, recorded.fix
+    verdict.evidence.append(f"recorded at the failing step, from state the bundle does not hold: "
+                            f"{recorded.root.evidence or recorded.summary}")
 
 
 def _recorded_autocast(bundle: Any, device: Any, ctx: CLIContext) -> AbstractContextManager[Any]:

@@ -101,3 +101,21 @@ def test_diagnose_reads_the_optimizer_it_is_given(tmp_path: Path) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)  # read, never written
     plain = nanprobe.diagnose(model, [x])
     assert "RMSprop" not in plain.verdict.summary and "lower the learning rate" in plain.verdict.fix
+
+
+def test_replay_keeps_the_recorded_optimizer_step_it_cannot_re_create(tmp_path: Path) -> None:
+    import io
+    import json
+
+    from nanprobe.cli.main import main
+
+    mon, _ = _run(tmp_path / "b")
+    out, err, js = io.StringIO(), io.StringIO(), tmp_path / "replay.json"
+    code = main(["replay", str(mon.bundles[0]), "--trust-pickle", "--json", str(js), "--no-color"],
+                stdout=out, stderr=err)
+    assert code == 1, err.getvalue()
+    verdict = json.loads(js.read_text())["verdict"]
+    assert verdict["cause"] == "nonfinite_parameter" and verdict["root"]["evidence"].startswith("Adam.step(): ")
+    assert "raise eps to 1e-4" in verdict["fix"]
+    assert any(line.startswith("recorded at the failing step, from state the bundle does not hold: Adam.step()")
+               for line in verdict["evidence"])
