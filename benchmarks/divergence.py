@@ -12,7 +12,8 @@ Reported, as the issue asks:
   onset))``: 20% of the run's diverging part).
   The true onset of a run whose learning rate jumps is the jump; of a run at one learning rate throughout, the
   step where its growth began: the last step at which the loss was within 10% of its lowest so far;
-* the median lead of the early warning (steps between the first warning and the first non-finite value), and
+* the median lead of the early warning (steps between the step at which the first warning was given and the
+  first non-finite value; a signal read back a step late is given a step after the one it describes), and
   the share of diverging runs warned at least 5 steps ahead;
 * false warnings per 10,000 healthy steps (any early warning or bundle in a healthy run); a run that stays
   finite only just (its loss scale below 1, its outputs a third of float16's max) is reported apart, with
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nanprobe.monitoring import monitor
 from nanprobe.monitoring.monitor import GrowthWarning
+from nanprobe.monitoring.signals import READ_LATE
 from nanprobe.postmortem.bundle import load_bundle
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -201,8 +203,9 @@ def train(run: Run, out_dir: Path) -> Outcome:
     out.onset = run.jump[0] if run.jump else _growth_began(losses)
     growth = [w for w in caught if issubclass(w.category, GrowthWarning)]
     out.warnings = len(growth)
-    if mon.warnings:
-        out.warned_at, out.warning = mon.warnings[0].step, mon.warnings[0].message
+    if mon.warnings:  # when the user got it: a signal read back a step late warns a step after its own
+        first = mon.warnings[0]
+        out.warned_at, out.warning = first.step + (1 if first.signal in READ_LATE else 0), first.message
     out.skipped = sum(1 for r in mon.history.tail() if r.get("scaler_skipped"))
     out.bundles = len(mon.bundles)
     if mon.bundles:
