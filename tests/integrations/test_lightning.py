@@ -171,3 +171,35 @@ def test_manual_optimization_watches_forward_and_never_reruns_the_step(tmp_path:
     (failure, *_) = mon.failures
     assert failure.step == BAD and load_bundle(failure.bundle).report.first_nonfinite.module == "net.0"
     assert all(not hooks for _, hooks in iter_hook_dicts([fit.lightning_module]))
+
+
+def test_float16_true_precision_with_adam_is_warned_at_step_0_and_explained(tmp_path: Path) -> None:
+    """precision="16-true" keeps float16 weights; Adam's eps 1e-8 is 0 there: warned before the first step,
+    and the bundle of the NaN that follows names the optimizer step."""
+    import lightning.pytorch as pl
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Net(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return ((self.net(x).squeeze(-1) - y) ** 2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    g = torch.Generator().manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(32, 8, generator=g), torch.randn(32, generator=g)), batch_size=8)
+    callback = NanprobeCallback(tmp_path, on_nonfinite="dump")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer([callback], 3, precision="16-true").fit(Net(), data)
+    early = [w for w in _ours(caught) if "early warning at step 0: Adam's step" in w]
+    assert len(early) == 1 and "eps 1e-08 is 0 in float16" in early[0]
+    report = load_bundle(callback.monitor.bundles[0]).report
+    assert report.step == 1 and report.verdict.cause == "nonfinite_parameter"
+    assert report.verdict.root.evidence.startswith("Adam.step(): eps 1e-08 is 0 in float16")
