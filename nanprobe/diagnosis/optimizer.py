@@ -35,7 +35,15 @@ class OptimizerFinding:
 def optimizer_findings(optimizer: Any, model: nn.Module,
                        names: Collection[str] | None = None) -> list[OptimizerFinding]:
     """The conditions of ``optimizer``'s table entry that hold for ``model``'s parameters (those in ``names``
-    only, when given), one finding per parameter and condition; [] for an optimizer the table does not know."""
+    only, when given), one finding per parameter and condition; [] for an optimizer the table does not know,
+    and when reading it fails (a failure here never becomes the caller's)."""
+    try:
+        return _findings(optimizer, model, names)
+    except Exception:
+        return []
+
+
+def _findings(optimizer: Any, model: nn.Module, names: Collection[str] | None) -> list[OptimizerFinding]:
     kind = type(optimizer).__name__
     entry = entry_for_optimizer(kind)
     groups = getattr(optimizer, "param_groups", None)

@@ -76,6 +76,11 @@ class Facts:
     divergence: Divergence | None = None  # what the run's history shows (monitor bundles, replays of them)
     optimizer: list[OptimizerFinding] = field(default_factory=list)  # what the optimizer's step does to bad_params
 
+    @property
+    def optimizer_step(self) -> OptimizerFinding | None:
+        """The optimizer condition that explains the first non-finite parameter, if one does."""
+        return next((o for o in self.optimizer if o.parameter in self.bad_params), None)
+
 
 def _fixed(f: Facts, key: str) -> bool:
     return key in f.results and not f.results[key]
@@ -143,7 +148,7 @@ def _parameter(f: Facts) -> Candidate:
     c.fix = (f"{names} hold NaN/Inf: reload the last finite checkpoint and find the update that broke them (lower "
              "the learning rate, clip gradients, check the loss for NaN before optimizer.step(), or use nanprobe's "
              "monitor)")
-    step = next((o for o in f.optimizer if o.parameter in f.bad_params), None)
+    step = f.optimizer_step
     if step is not None:
         c.add(MEASURED, f"{step.optimizer}.step() made {step.parameter} non-finite: {step.evidence.text}")
         c.summary += f" {step.optimizer}'s step made them so: {step.evidence.text.split(';')[0]}."
@@ -363,7 +368,7 @@ def decide(f: Facts) -> Verdict:
     root = f.root if winner.cause == "dtype_overflow" else None
     if winner.cause == "training_divergence" and f.divergence is not None:
         root = divergence_root(f.divergence)
-    step = next((o for o in f.optimizer if o.parameter in f.bad_params), None)
+    step = f.optimizer_step
     if winner.cause == "nonfinite_parameter" and step is not None:
         root = Root(parameter=step.parameter, evidence=f"{step.optimizer}.step(): {step.evidence.text}")
     return Verdict(cause=winner.cause, summary=winner.summary, evidence=evidence, fix=winner.fix,  # type: ignore[arg-type]

@@ -119,3 +119,30 @@ def test_replay_keeps_the_recorded_optimizer_step_it_cannot_re_create(tmp_path: 
     assert "raise eps to 1e-4" in verdict["fix"]
     assert any(line.startswith("recorded at the failing step, from state the bundle does not hold: Adam.step()")
                for line in verdict["evidence"])
+
+
+def test_an_optimizer_nanprobe_cannot_read_never_breaks_the_run(tmp_path: Path) -> None:
+    """A user's optimizer named like a table entry, with float16 weights and eps 1e-8, whose state cannot be
+    read the way nanprobe reads it: no warning, no error, the run goes on."""
+
+    class State(dict):
+        def get(self, *args: Any) -> Any:
+            raise RuntimeError("not readable")
+
+    class Adam(torch.optim.SGD):  # the table's name, the user's class
+        pass
+
+    model = _net(torch.float16)
+    opt = Adam(model.parameters(), lr=1e-3)
+    opt.param_groups[0]["eps"] = 1e-8
+    opt.state = State()
+    x, y = torch.randn(8, 16).half(), torch.randn(8, 1).half()
+    with monitor(model, out_dir=tmp_path, optimizer=opt) as mon:
+        for _ in range(3):
+            loss = mon.check_loss(((model(x) - y) ** 2).mean())
+            opt.zero_grad()
+            loss.backward()
+            mon.after_backward()
+            opt.step()
+            mon.step()
+    assert not mon.warnings and not mon.bundles and len(mon.history.tail()) == 3
