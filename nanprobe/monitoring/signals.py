@@ -210,9 +210,12 @@ class Signals:
         return scale if isinstance(scale, torch.Tensor) else None
 
     def _sampled(self) -> Iterable[torch.Tensor]:
+        """Strided views of the trained parameters (``requires_grad``: frozen ones would only dilute the ratio).
+        Not "those with a gradient": an optimizer stepped with a closure (Lightning, LBFGS) computes the
+        gradients inside ``step()``, after this pre-hook."""
         for group in getattr(self.optimizer, "param_groups", None) or []:
             for p in group.get("params", []):
-                if isinstance(p, torch.Tensor) and p.grad is not None and p.numel():
+                if isinstance(p, torch.Tensor) and p.requires_grad and p.numel():
                     flat = p.detach().reshape(-1)
                     yield flat[:: max(1, flat.numel() // SAMPLE)]
 

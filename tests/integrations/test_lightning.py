@@ -90,10 +90,9 @@ def test_a_clean_fit_gives_no_bundle_no_warning_and_the_frameworks_steps(tmp_pat
     assert [row["step"] for row in history] == [*range(STEPS), STEPS]
     history = history[:STEPS]
     assert all({"loss", "grad_norm", "lr"} <= row.keys() for row in history)
-    # the update ratio samples the parameters that hold a gradient at the optimizer's pre-step hook, which
-    # Lightning's closure runs before the step's backward: none at step 0 and after a validation run (it
-    # zeroes the gradients); the last one is read back by the final validation's call
-    assert [row["step"] for row in history if "update_ratio" in row] == [1, 2, 4, 5]
+    # every step's update ratio, though Lightning's closure computes the gradients inside step(); the last one is
+    # read back by the final validation's call
+    assert [row["step"] for row in history if "update_ratio" in row] == list(range(STEPS))
     assert mon.calls == STEPS + 2 * 2  # training steps + two validation runs of two batches (no step of their own)
     assert _no_global_hooks()
 
@@ -203,3 +202,37 @@ def test_float16_true_precision_with_adam_is_warned_at_step_0_and_explained(tmp_
     report = load_bundle(callback.monitor.bundles[0]).report
     assert report.step == 1 and report.verdict.cause == "nonfinite_parameter"
     assert report.verdict.root.evidence.startswith("Adam.step(): eps 1e-08 is 0 in float16")
+
+
+def test_every_training_step_has_its_update_ratio_also_across_validation(tmp_path: Path) -> None:
+    """Lightning steps the optimizer with a closure (the gradients appear inside step()): the update ratio
+    is still measured at step 0, at each epoch's first step after validation, and everywhere between."""
+    import lightning.pytorch as pl
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Net(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return ((self.net(x).squeeze(-1) - y) ** 2).mean()
+
+        def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+            return self.training_step(batch, batch_idx)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=1e-2)
+
+    g = torch.Generator().manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(40, 8, generator=g), torch.randn(40, generator=g)), batch_size=8)
+    callback = NanprobeCallback(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer([callback], 15, max_epochs=3).fit(Net(), data, data)
+    rows = {row["step"]: row for row in callback.monitor.history.tail() if "loss" in row}
+    assert sorted(rows) == list(range(15))
+    missing = [step for step, row in rows.items() if not 0 < row.get("update_ratio", 0) < 0.1]
+    assert missing == []
