@@ -115,11 +115,13 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
 
 def _keep_recorded_root(report: Any, recorded: Any) -> None:
     """The bundle's verdict may rest on state the bundle does not hold (the optimizer's, read at the failing
-    step): when the replay reaches the same cause at the same origin but finds no root, keep the recorded root
-    and fix, and say where they came from."""
+    step): when the replay reaches the same cause at the same origin and its root says less (none, or part of
+    the recorded one's evidence), keep the recorded root and fix, and say where they came from."""
     verdict = report.verdict
-    if (verdict is None or recorded is None or recorded.root is None or verdict.root is not None
-            or verdict.cause != recorded.cause):
+    if verdict is None or recorded is None or recorded.root is None or verdict.cause != recorded.cause:
+        return
+    mine, theirs = (verdict.root.evidence or "") if verdict.root else "", recorded.root.evidence or ""
+    if verdict.root is not None and (mine == theirs or mine not in theirs):
         return
     verdict.root, verdict.fix = recorded.root, recorded.fix
     verdict.evidence.append(f"recorded at the failing step, from state the bundle does not hold: "

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SIGNALS", "Divergence", "Growth", "Thresholds", "analyze", "fit_growth", "series"]
+__all__ = ["SIGNALS", "BrokenStep", "Divergence", "Growth", "Thresholds", "analyze", "broken_by_step", "fit_growth",
+           "series"]
 
 SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
 """History keys whose exponential growth means divergence."""
@@ -61,6 +62,38 @@ class Growth:
     def describe(self) -> str:
         return (f"{self.signal} grew {10 ** self.slope:.3g}x per step from step {self.onset} "
                 f"({self.decades:.1f} decades, to {self.value:.3g} at step {self.last})")
+
+
+@dataclass(frozen=True)
+class BrokenStep:
+    """The first step whose update ratio was non-finite: its ``optimizer.step()`` wrote NaN/Inf into the
+    parameters (into the strided sample the ratio reads, at least). ``grad_norm``: that step's gradient norm,
+    None when it was not finite (or not recorded)."""
+
+    step: int
+    ratio: str
+    grad_norm: float | None
+
+    def describe(self) -> str:
+        made = (f"from finite gradients (norm {self.grad_norm:.3g})" if self.grad_norm is not None
+                else "its gradients were not finite (or not recorded)")
+        return f"the update ratio of step {self.step} was {self.ratio}: that step's optimizer.step() wrote " \
+               f"non-finite values into the parameters; {made}"
+
+
+def broken_by_step(history: Sequence[Mapping[str, Any]]) -> BrokenStep | None:
+    """The first step of ``history`` whose ``update_ratio`` is NaN/Inf (as a float, or as the string a JSON-ready
+    history holds)."""
+    for row in history:
+        value = row.get("update_ratio")
+        text = value if isinstance(value, str) else None
+        if isinstance(value, float) and not math.isfinite(value):
+            text = "nan" if value != value else "inf"
+        if text in ("nan", "inf", "-inf"):
+            norm = row.get("grad_norm")
+            finite = isinstance(norm, (int, float)) and math.isfinite(norm)
+            return BrokenStep(int(row.get("step", 0)), text, float(norm) if finite else None)
+    return None
 
 
 def series(history: Sequence[Mapping[str, Any]], key: str) -> list[tuple[int, float]]:

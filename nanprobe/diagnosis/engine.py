@@ -15,7 +15,7 @@ from torch import nn
 from nanprobe.batches import ModelCall, batch_size, cast_floating, select_samples
 from nanprobe.diagnosis.audit import audit_config
 from nanprobe.diagnosis.bisect import SampleSearch, concat_batches, find_samples
-from nanprobe.diagnosis.dynamics import Divergence, analyze
+from nanprobe.diagnosis.dynamics import BrokenStep, Divergence, analyze, broken_by_step
 from nanprobe.diagnosis.flow import Flow, OpEvent, storage_key, trace_back
 from nanprobe.diagnosis.instrument import HookedRun, module_hooks
 from nanprobe.diagnosis.layers import assign_layer_roles
@@ -114,6 +114,7 @@ def diagnose(
         diagnoser = _Diagnoser(model, list(batches), run_mode, backward, config, rng_states, replay, repro_dir,
                                progress, time_budget)
         diagnoser.divergence = analyze(history, layer_history, param_history) if history else None
+        diagnoser.broken = broken_by_step(history) if history else None
         diagnoser.optimizer = optimizer
         return diagnoser.run()
 
@@ -128,6 +129,7 @@ class _Diagnoser:
         self.time_budget = time_budget
         self.divergence: Divergence | None = None
         self.optimizer: Any | None = None
+        self.broken: BrokenStep | None = None
         self._origin_call: int | None = None
         self.deadline: float | None = None
         self._control_seconds = 0.0
@@ -291,6 +293,7 @@ class _Diagnoser:
         facts.bad_buffers = {n for n, _ in self.model.named_buffers()} & set(facts.bad_params)
         if self.optimizer is not None and facts.bad_params:
             facts.optimizer = optimizer_findings(self.optimizer, self.model, facts.bad_params)
+        facts.broken = self.broken
         origin_call = origin.call if origin is not None else None
         if facts.leaf is not None and facts.leaf != INPUT:  # a parameter: the origin is its module's first call
             owner = d.first_nonfinite.module

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from nanprobe.diagnosis.dynamics import Divergence
+from nanprobe.diagnosis.dynamics import BrokenStep, Divergence
 from nanprobe.diagnosis.evidence import DIRECT, MEASURED, OP_FACT, PRIOR, REPLAY, Candidate, choose
 from nanprobe.diagnosis.optimizer import OptimizerFinding
 from nanprobe.diagnosis.samples import ranges
@@ -75,6 +75,7 @@ class Facts:
     root: Root | None = None
     divergence: Divergence | None = None  # what the run's history shows (monitor bundles, replays of them)
     optimizer: list[OptimizerFinding] = field(default_factory=list)  # what the optimizer's step does to bad_params
+    broken: BrokenStep | None = None  # the run's first step whose optimizer.step() wrote NaN/Inf (its history)
 
     @property
     def optimizer_step(self) -> OptimizerFinding | None:
@@ -148,6 +149,9 @@ def _parameter(f: Facts) -> Candidate:
     c.fix = (f"{names} hold NaN/Inf: reload the last finite checkpoint and find the update that broke them (lower "
              "the learning rate, clip gradients, check the loss for NaN before optimizer.step(), or use nanprobe's "
              "monitor)")
+    if f.broken is not None:
+        c.add(MEASURED, f.broken.describe())
+        c.summary += f" They were written by the optimizer step of step {f.broken.step}."
     step = f.optimizer_step
     if step is not None:
         c.add(MEASURED, f"{step.optimizer}.step() made {step.parameter} non-finite: {step.evidence.text}")
@@ -369,7 +373,10 @@ def decide(f: Facts) -> Verdict:
     if winner.cause == "training_divergence" and f.divergence is not None:
         root = divergence_root(f.divergence)
     step = f.optimizer_step
-    if winner.cause == "nonfinite_parameter" and step is not None:
-        root = Root(parameter=step.parameter, evidence=f"{step.optimizer}.step(): {step.evidence.text}")
+    if winner.cause == "nonfinite_parameter" and (step is not None or f.broken is not None):
+        root = Root(step=f.broken.step if f.broken is not None else None,
+                    parameter=step.parameter if step is not None else None,
+                    evidence="; ".join(([f"{step.optimizer}.step(): {step.evidence.text}"] if step else [])
+                                       + ([f.broken.describe()] if f.broken is not None else [])))
     return Verdict(cause=winner.cause, summary=winner.summary, evidence=evidence, fix=winner.fix,  # type: ignore[arg-type]
                    root=root)

@@ -66,6 +66,7 @@ class Signals:
         self._hooks: list[RemovableHandle] = []
         self._queued: list[tuple[int, str, torch.Tensor]] = []
         self._before: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._depth, self._depth_step = 0, -1  # nesting of the optimizer's step hooks, and the step it began at
         self._step = 0
 
     # -- attaching -----------------------------------------------------------------------------------
@@ -220,10 +221,19 @@ class Signals:
                     yield flat[:: max(1, flat.numel() // SAMPLE)]
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        # a subclass whose step() calls super().step() runs the hooks once per patched class, nested: only the
+        # outermost pair measures, so that the ratio covers everything the user's step() did
+        self._depth = self._depth + 1 if self._depth_step == self._step else 1
+        self._depth_step = self._step
+        if self._depth > 1:
+            return
         self.log_lr(self._step)
         self._before = [(view, view.clone()) for view in self._sampled()]
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
         before, self._before = self._before, []
         if not before:
             return

@@ -57,6 +57,7 @@ def test_float16_adam_is_warned_before_the_nan_and_its_step_is_the_verdict(tmp_p
     verdict = report.verdict
     assert verdict.cause == "nonfinite_parameter"
     assert verdict.root.parameter in ("0.weight", "0.bias") and verdict.root.evidence.startswith("Adam.step(): ")
+    assert verdict.root.step == 0 and "the update ratio of step 0 was nan" in verdict.root.evidence
     line = next(e for e in verdict.evidence if "Adam.step() made" in e)
     bad = int(line.split(" of the ")[1].split()[0])
     assert f"{bad} of the {bad} non-finite values sit where exp_avg_sq is 0" in line  # every one of them
@@ -146,3 +147,58 @@ def test_an_optimizer_nanprobe_cannot_read_never_breaks_the_run(tmp_path: Path) 
             opt.step()
             mon.step()
     assert not mon.warnings and not mon.bundles and len(mon.history.tail()) == 3
+
+
+class _Broken(torch.optim.SGD):
+    """A user's optimizer with a bug from its 3rd step: it divides by a difference that is 0 (0/0 = NaN)."""
+
+    def step(self, closure: Any = None) -> Any:
+        out = super().step(closure)
+        self.__dict__["_n"] = self.__dict__.get("_n", 0) + 1
+        if self.__dict__["_n"] == 3:
+            with torch.no_grad():
+                for p in self.param_groups[0]["params"]:
+                    p.div_(p - p)
+        return out
+
+
+def test_an_optimizer_step_that_writes_nan_from_finite_gradients_is_named_with_its_step(tmp_path: Path) -> None:
+    """Not in the table at all: the history's update ratio (NaN at the step that broke the weights) and that
+    step's finite gradient norm say it was the optimizer step, and which. The subclass's step() calls
+    super().step(), so the step hooks run nested: the ratio must cover the whole user step."""
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch hooks SGD.step too: _Broken's step hooks nest
+    model = _net(torch.float32)
+    opt = _Broken(model.parameters(), lr=1e-3)
+    x, y = torch.randn(32, 16), torch.randn(32, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with monitor(model, out_dir=tmp_path, optimizer=opt, on_nonfinite="dump", time_budget=None) as mon:
+            for _ in range(5):
+                loss = mon.check_loss(((model(x) - y) ** 2).mean())
+                if not math.isfinite(float(loss)):
+                    break
+                opt.zero_grad()
+                loss.backward()
+                mon.after_backward()
+                opt.step()
+                mon.step()
+    report = load_bundle(mon.bundles[0]).report
+    assert report.step == 3 and report.verdict.cause == "nonfinite_parameter"
+    root = report.verdict.root
+    assert root.step == 2 and root.parameter is None
+    norm = next(row["grad_norm"] for row in report.history if row["step"] == 2)
+    assert root.evidence == (f"the update ratio of step 2 was nan: that step's optimizer.step() wrote non-finite "
+                             f"values into the parameters; from finite gradients (norm {norm:.3g})")
+    assert "written by the optimizer step of step 2" in report.verdict.summary
+
+
+def test_broken_by_step_reads_the_first_nonfinite_update_ratio() -> None:
+    from nanprobe.diagnosis.dynamics import broken_by_step
+
+    rows = [{"step": 0, "update_ratio": 0.01, "grad_norm": 1.0}, {"step": 1, "update_ratio": "nan"},
+            {"step": 2, "update_ratio": float("inf"), "grad_norm": 2.0}]
+    found = broken_by_step(rows)
+    assert (found.step, found.ratio, found.grad_norm) == (1, "nan", None)
+    assert "its gradients were not finite (or not recorded)" in found.describe()
+    assert broken_by_step(rows[2:]).ratio == "inf" and broken_by_step(rows[2:]).grad_norm == 2.0
+    assert broken_by_step(rows[:1]) is None and broken_by_step([]) is None
