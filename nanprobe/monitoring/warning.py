@@ -10,8 +10,9 @@ Three signals, each from values the monitor already read (no extra device sync):
 * a GradScaler's loss scale that keeps falling (it halves at every overflow it skips).
 
 Each signal warns once. Growth of another signal while the loss fell since the growth began is the model
-fitting its data (outputs growing towards large targets), not divergence, and does not warn. The cheap test
-(the newest value is the window's largest, 10^min_decades times its smallest, and above anything the run
+fitting its data (outputs growing towards large targets), not divergence: in float32 or wider it does not
+warn; in float16 it does, since outputs fitting such targets come near float16's max all the same. The cheap
+test (the newest value is the window's largest, 10^min_decades times its smallest, and above anything the run
 reached before the window) runs every step; the fit only when that holds.
 A loss that climbs from 1e-12 back to 1e-7 after a model fitted its data (Adam's steps near a minimum do that)
 is not heading for overflow: a growth warning needs a value the run has not seen before. A monitor attached only
@@ -60,6 +61,11 @@ class EarlyWarning:
     projected_step: int | None = None
 
 
+def _wide(limit: float | None) -> bool:
+    """float32's range or more (or unknown): values fitting large targets there are far from overflowing."""
+    return limit is None or limit >= float(torch.finfo(torch.float32).max)
+
+
 class GrowthWatch:
     """Watches the signals of each step; :meth:`update` returns the warnings that fire at that step."""
 
@@ -89,7 +95,7 @@ class GrowthWatch:
             if (key not in self._fired and step >= GRACE and abs(value) > self._peak.get(key, 0.0)
                     and self._steep(points, thresholds)):
                 growth = fit_growth(list(points), key, thresholds)
-                if growth is not None and not self._fitting(key, growth):
+                if growth is not None and not (_wide(limit) and self._fitting(key, growth)):
                     found.append(self._fire(step, key, growth, limit))
         for key, what in _HEADROOM.items():
             absmax = values.get(key)

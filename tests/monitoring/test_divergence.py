@@ -176,16 +176,18 @@ def test_outputs_growing_while_the_loss_falls_are_fitting_not_diverging() -> Non
     """Outputs growing 4 decades towards large targets while the loss falls do not warn; the same outputs with
     a rising loss do."""
 
-    def feed(losses: list[float]) -> list[str]:
+    def feed(losses: list[float], dtype: torch.dtype = torch.float32) -> list[str]:
         watch = GrowthWatch()
         found = []
         for step, loss in enumerate(losses):
             absmax = 0.5 if step < 20 else 0.5 * 10 ** (0.2 * (step - 19))  # 0.5 to 5e3 in 20 steps
-            found += [w.signal for w in watch.update(step, {"loss": loss, "output_absmax": absmax}, torch.float32)]
+            found += [w.signal for w in watch.update(step, {"loss": loss, "output_absmax": absmax}, dtype)]
         return found
 
-    assert feed([1e8 * (1 - 0.001 * step) for step in range(40)]) == []
+    falling = [1e8 * (1 - 0.001 * step) for step in range(40)]
+    assert feed(falling) == []
     assert feed([1.0] * 20 + [1.5 ** k for k in range(1, 21)]) == ["output_absmax", "loss"]
+    assert feed(falling, torch.float16) == ["output_absmax"]  # in float16, 5e3 is near the max all the same
 
 
 def test_a_failure_bundle_keeps_the_warnings_given_before_it(tmp_path: Path) -> None:
