@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +81,24 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     ctx.note(f"nanprobe: replaying {bundle.path} (step {bundle.step}, rank {bundle.rank}): "
              f"{type(loaded.model).__name__}.{bundle.method or 'forward'}, mode={bundle.mode}"
              f"{', backward' if bundle.backward else ''}")
+    model = method_adapter(loaded.model, bundle.method)
+
+    def replay() -> Any:
+        return diagnose(model, [batch], mode=bundle.mode, backward=bundle.backward, config=run_config,
+                        rng_states=[rng], history=bundle.history or None)
+
+    region = _recorded_autocast(bundle, device)
     try:
-        model = method_adapter(loaded.model, bundle.method)
-        with _recorded_autocast(bundle, device, ctx):
-            diagnosis = diagnose(model, [batch], mode=bundle.mode, backward=bundle.backward, config=run_config,
-                                 rng_states=[rng], history=bundle.history or None)
+        if region is None:
+            diagnosis = replay()
+        else:
+            ctx.note(f"nanprobe: under {region[1]}, as the failing call ran")
+            try:
+                with region[0]:
+                    diagnosis = replay()
+            except ModelRaised as e:  # e.g. a CUDA float16 step replayed where a kernel has no float16 version
+                ctx.note(f"nanprobe: the model raised under {region[1]} ({e}); replaying without autocast")
+                diagnosis = replay()
     except ModelRaised as e:
         raise InputError(f"{e} (the bundle's batch)") from e
     report = ReplayReport.from_dict(diagnosis.to_dict())
@@ -128,21 +141,21 @@ def _keep_recorded_root(report: Any, recorded: Any) -> None:
                             f"{recorded.root.evidence or recorded.summary}")
 
 
-def _recorded_autocast(bundle: Any, device: Any, ctx: CLIContext) -> AbstractContextManager[Any]:
-    """The autocast region the failing call ran in (a mixed-precision step), on the replay's device; none when
-    the bundle recorded none."""
+def _recorded_autocast(bundle: Any, device: Any) -> tuple[AbstractContextManager[Any], str] | None:
+    """The autocast region the failing call ran in (a mixed-precision step) on the replay's device, with how to
+    name it; None when the bundle recorded none."""
     import torch
 
     call = bundle.report.monitor.call if bundle.report.monitor is not None else None
     regions = [r.partition(":") for r in (call.autocast or [])] if call is not None else []
     dtypes = [getattr(torch, name, None) for _, _, name in regions]
     dtype = next((d for d in dtypes if isinstance(d, torch.dtype)), None)
-    if dtype is None:
-        return nullcontext()
+    if dtype is None or call is None:
+        return None
     kind = torch.device(device).type
-    ctx.note(f"nanprobe: under autocast({kind!r}, dtype={str(dtype).removeprefix('torch.')}), as the failing call "
-             f"ran ({', '.join(call.autocast or [])})")
-    return torch.autocast(kind, dtype=dtype)
+    name = (f"autocast({kind!r}, dtype={str(dtype).removeprefix('torch.')}) (recorded: "
+            f"{', '.join(call.autocast or [])})")
+    return torch.autocast(kind, dtype=dtype), name
 
 
 _CAME_FROM = {

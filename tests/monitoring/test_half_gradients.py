@@ -28,11 +28,27 @@ def make_net() -> nn.Module:
     return nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1))
 
 
+PICKY = {"on": False}
+
+
+class Picky(nn.Sequential):
+    """Raises under CPU autocast while PICKY["on"]: a stand-in for a kernel the replay's device lacks in float16."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if PICKY["on"] and torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("no float16 kernel here")
+        return super().forward(x)
+
+
+def make_picky() -> nn.Module:
+    return Picky(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1))
+
+
 def _fit(tmp_path: Path, *, half: bool = True, scaler: bool = False, target: float = 1e4, lr: float = 1e-4,
-         steps: int = 60) -> tuple[Any, list[float]]:
+         steps: int = 60, factory: str = FACTORY) -> tuple[Any, list[float]]:
     """SGD on targets of size ``target``, the forward under CPU autocast float16 when ``half``."""
     torch.manual_seed(0)
-    model = make_net()
+    model = make_picky() if factory.endswith("make_picky") else make_net()
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 16, generator=gen), torch.randn(64, 1, generator=gen) * target
     opt = torch.optim.SGD(model.parameters(), lr=lr)
@@ -40,7 +56,7 @@ def _fit(tmp_path: Path, *, half: bool = True, scaler: bool = False, target: flo
     losses: list[float] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with monitor(model, out_dir=tmp_path, on_nonfinite="dump", optimizer=opt, scaler=amp, factory=FACTORY,
+        with monitor(model, out_dir=tmp_path, on_nonfinite="dump", optimizer=opt, scaler=amp, factory=factory,
                      run_name="fit", time_budget=None) as mon:
             for _ in range(steps):
                 with torch.autocast("cpu", dtype=torch.float16, enabled=half):
@@ -108,11 +124,26 @@ def test_replay_says_not_reproduced_with_the_history_verdict_under_the_recorded_
     code = main(["replay", str(bundle), "--json", str(js), "--no-color"], stdout=out, stderr=err)
     text = " ".join(out.getvalue().split())
     assert code == 1, err.getvalue()
-    assert "under autocast('cpu', dtype=float16), as the failing call ran (cpu:float16)" in err.getvalue()
+    assert "under autocast('cpu', dtype=float16) (recorded: cpu:float16), as the failing call ran" in err.getvalue()
     assert "NOT REPRODUCED: the recorded inf at step" in text
     assert "the history explains it (dtype_overflow): the backward overflowed float16" in text
     data = json.loads(js.read_text())
     assert data["verdict"]["cause"] == "dtype_overflow" and data["reproduced"] is False
+
+
+def test_replay_falls_back_to_no_autocast_when_the_model_raises_under_it(tmp_path: Path) -> None:
+    mon, _ = _fit(tmp_path / "b", factory="tests.monitoring.test_half_gradients:make_picky")
+    (bundle,) = mon.bundles
+    out, err = io.StringIO(), io.StringIO()
+    PICKY["on"] = True
+    try:
+        code = main(["replay", str(bundle), "--no-color"], stdout=out, stderr=err)
+    finally:
+        PICKY["on"] = False
+    assert code == 1, err.getvalue()
+    assert "the model raised under autocast('cpu', dtype=float16)" in err.getvalue()
+    assert "no float16 kernel here" in err.getvalue() and "replaying without autocast" in err.getvalue()
+    assert "NOT REPRODUCED" in " ".join(out.getvalue().split())
 
 
 def _rows(peaks: list[float], losses: list[float] | None = None) -> list[dict[str, float]]:
