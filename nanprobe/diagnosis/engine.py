@@ -20,7 +20,7 @@ from nanprobe.diagnosis.flow import Flow, OpEvent, storage_key, trace_back
 from nanprobe.diagnosis.instrument import HookedRun, module_hooks
 from nanprobe.diagnosis.layers import assign_layer_roles
 from nanprobe.diagnosis.localize import Localizer
-from nanprobe.diagnosis.optimizer import optimizer_findings
+from nanprobe.diagnosis.optimizer import nonfinite_state, optimizer_findings
 from nanprobe.diagnosis.origin import origin_record
 from nanprobe.diagnosis.replay import Replay, dropout_sites, model_dtypes, plan_replays
 from nanprobe.diagnosis.root import find_root
@@ -293,6 +293,7 @@ class _Diagnoser:
         facts.bad_buffers = {n for n, _ in self.model.named_buffers()} & set(facts.bad_params)
         if self.optimizer is not None and facts.bad_params:
             facts.optimizer = optimizer_findings(self.optimizer, self.model, facts.bad_params)
+            facts.optimizer_state = nonfinite_state(self.optimizer, self.model, facts.bad_params)
         facts.broken = self.broken
         origin_call = origin.call if origin is not None else None
         if facts.leaf is not None and facts.leaf != INPUT:  # a parameter: the origin is its module's first call

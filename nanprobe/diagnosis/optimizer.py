@@ -12,11 +12,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from nanprobe.knowledge import Condition, Evidence, entry_for_optimizer, run_check
 
-__all__ = ["OptimizerFinding", "hazard_message", "optimizer_findings"]
+__all__ = ["OptimizerFinding", "hazard_message", "nonfinite_state", "optimizer_findings"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,29 @@ def _findings(optimizer: Any, model: nn.Module, names: Collection[str] | None) -
                 if evidence is not None:
                     found.append(OptimizerFinding(kind, name, condition, evidence))
     return found
+
+
+def nonfinite_state(optimizer: Any, model: nn.Module, names: Collection[str]) -> list[str]:
+    """For the parameters in ``names``: which of their optimizer state tensors (moments, sums) hold NaN/Inf,
+    one phrase each. Any optimizer. Reloading the weights alone does not help then: the first step after the
+    reload writes the state's NaN back into them."""
+    try:
+        kind = type(optimizer).__name__
+        named = {id(p): n for n, p in model.named_parameters()}
+        found = []
+        for group in getattr(optimizer, "param_groups", None) or []:
+            for param in group.get("params", []):
+                name = named.get(id(param))
+                if name is None or name not in names:
+                    continue
+                for key, value in getattr(optimizer, "state", {}).get(param, {}).items():
+                    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+                        bad = int((~torch.isfinite(value)).sum())
+                        if bad:
+                            found.append(f"{kind}'s {key} of {name} holds {bad} non-finite value{'s' * (bad > 1)}")
+        return found
+    except Exception:
+        return []
 
 
 def hazard_message(findings: list[OptimizerFinding]) -> str | None:

@@ -76,6 +76,7 @@ class Facts:
     divergence: Divergence | None = None  # what the run's history shows (monitor bundles, replays of them)
     optimizer: list[OptimizerFinding] = field(default_factory=list)  # what the optimizer's step does to bad_params
     broken: BrokenStep | None = None  # the run's first step whose optimizer.step() wrote NaN/Inf (its history)
+    optimizer_state: list[str] = field(default_factory=list)  # bad_params' optimizer state that is non-finite
 
     @property
     def optimizer_step(self) -> OptimizerFinding | None:
@@ -157,6 +158,11 @@ def _parameter(f: Facts) -> Candidate:
         c.add(MEASURED, f"{step.optimizer}.step() made {step.parameter} non-finite: {step.evidence.text}")
         c.summary += f" {step.optimizer}'s step made them so: {step.evidence.text.split(';')[0]}."
         c.fix = f"{step.condition.fix_text(where=step.where())}; then reload the last finite checkpoint"
+    if f.optimizer_state:
+        shown = "; ".join(f.optimizer_state[:3]) + ("; ..." if len(f.optimizer_state) > 3 else "")
+        c.add(MEASURED, f"the optimizer's state is non-finite too: {shown}")
+        c.fix += ("; the optimizer's state is non-finite too: reload it together with the weights (or create the "
+                  "optimizer anew), or the first step after resuming writes its NaN back into them")
     if buffers:
         c.fix += ("; a buffer such as BatchNorm's running_var is updated by training forwards, not by the "
                   "optimizer: recompute it (reset_running_stats() and a few train-mode passes)")

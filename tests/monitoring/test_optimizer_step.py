@@ -202,3 +202,24 @@ def test_broken_by_step_reads_the_first_nonfinite_update_ratio() -> None:
     assert "its gradients were not finite (or not recorded)" in found.describe()
     assert broken_by_step(rows[2:]).ratio == "inf" and broken_by_step(rows[2:]).grad_norm == 2.0
     assert broken_by_step(rows[:1]) is None and broken_by_step([]) is None
+
+
+def test_a_nonfinite_optimizer_state_is_named_and_the_fix_says_to_reload_it_too() -> None:
+    """A NaN gradient stepped through Adam (float32: nothing in the table) leaves NaN in the weights and in
+    exp_avg/exp_avg_sq: reloading the weights alone would break them again at the next step."""
+    model = _net(torch.float32)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(8, 16)
+    model(x).pow(2).mean().backward()
+    model[0].weight.grad[0, 0] = float("nan")
+    opt.step()
+    report = nanprobe.diagnose(model, [x], optimizer=opt)
+    verdict = report.verdict
+    assert verdict.cause == "nonfinite_parameter"
+    line = next(e for e in verdict.evidence if "the optimizer's state is non-finite too" in e)
+    assert "Adam's exp_avg of 0.weight holds 1 non-finite value" in line
+    assert "Adam's exp_avg_sq of 0.weight holds 1 non-finite value" in line
+    assert "reload it together with the weights" in verdict.fix
+    assert "Adam.step()" not in verdict.summary  # float32: eps is not the story
+    fine = nanprobe.diagnose(model, [x])
+    assert "optimizer's state" not in fine.verdict.fix
