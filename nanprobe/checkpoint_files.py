@@ -23,11 +23,16 @@ import torch
 
 from nanprobe.errors import InputError
 
-__all__ = ["CONFIG_FILE", "WEIGHT_FILES", "CheckpointData", "WeightFiles", "check_readable", "first_line",
-           "import_from_cwd", "is_state_dict", "is_zip", "locate", "read_checkpoint", "read_json", "read_safetensors",
-           "read_torch_file"]
+__all__ = ["CONFIG_FILE", "OPTIMIZER_FILE", "OPTIMIZER_KEYS", "STATE_DICT_KEYS", "WEIGHT_FILES", "CheckpointData",
+           "WeightFiles", "check_readable", "first_line", "import_from_cwd", "is_optimizer_state", "is_state_dict",
+           "is_zip", "locate", "read_checkpoint", "read_json", "read_safetensors", "read_torch_file"]
 
 CONFIG_FILE = "config.json"
+# Where a training checkpoint keeps what: the model's state dict, an optimizer's state_dict() (Lightning: a list
+# of them under "optimizer_states"), and the optimizer file beside the weights in a Hugging Face Trainer folder.
+STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
+OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer", "optim", "optimizer_state", "optimizer_states")
+OPTIMIZER_FILE = "optimizer.pt"
 # What save_pretrained writes, in the order a folder's weights are looked for (safetensors first, as transformers).
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -293,3 +298,9 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoi
             obj.update(part)
     config = read_json(weights.config, CONFIG_FILE) if weights.config is not None else None
     return CheckpointData(obj=obj, weights=weights, config_json=config)
+
+
+def is_optimizer_state(obj: Any) -> bool:
+    """Whether ``obj`` is an optimizer's ``state_dict()`` (``state`` and ``param_groups``)."""
+    return isinstance(obj, Mapping) and isinstance(obj.get("state"), Mapping) \
+        and isinstance(obj.get("param_groups"), list)

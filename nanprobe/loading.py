@@ -11,6 +11,7 @@ takes them over by assignment when that is provably the same as building it and 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import itertools
@@ -28,10 +29,14 @@ from torch import nn
 from nanprobe.batches import ModelCall
 from nanprobe.checkpoint_files import (
     CONFIG_FILE,
+    OPTIMIZER_FILE,
+    OPTIMIZER_KEYS,
+    STATE_DICT_KEYS,
     CheckpointData,
     check_readable,
     first_line,
     import_from_cwd,
+    is_optimizer_state,
     is_state_dict,
     is_zip,
     read_checkpoint,
@@ -65,7 +70,7 @@ __all__ = [
     "resolve_callable",
 ]
 
-STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
+
 CHECKPOINT_FORMAT = 1  # the "nanprobe" section's format this module reads
 _SHOWN_KEYS = 5
 
@@ -85,6 +90,7 @@ class Loaded:
     ignored_keys: list[str] = field(default_factory=list)  # e.g. "num_batches_tracked" differences, tolerated
     format: str = "torch"  # "torch" (torch.save) | "safetensors"
     mapped: bool = False  # the weights are the checkpoint file's memory-mapped tensors, not copies
+    optimizer_state: dict[str, Any] | None = None  # an optimizer's state_dict() saved with it (memory-mapped)
 
     def describe(self) -> str:
         """One phrase for people: where the model came from."""
@@ -149,6 +155,23 @@ def _find_state(ckpt: Any) -> tuple[Any, str]:
     keys = ", ".join(sorted(str(k) for k in ckpt)[:8])
     raise InputError(f"the checkpoint has no state dict: none of {', '.join(STATE_DICT_KEYS)} holds tensors "
                      f"(top-level keys: {keys}); save model.state_dict() under one of them")
+
+
+def _find_optimizer_state(ckpt: Any, path: Path, trust_pickle: bool) -> dict[str, Any] | None:
+    """An optimizer's ``state_dict()`` saved with the weights (under :data:`OPTIMIZER_KEYS`, or as
+    :data:`OPTIMIZER_FILE` in a checkpoint folder), for the verdict on a non-finite parameter; None if absent
+    or unreadable (it is never needed to run the model)."""
+    found: list[Any] = [ckpt.get(key) for key in OPTIMIZER_KEYS] if isinstance(ckpt, Mapping) else []
+    if path.is_dir() and (path / OPTIMIZER_FILE).is_file():
+        with contextlib.suppress(InputError):
+            found.append(read_torch_file(path / OPTIMIZER_FILE, trust_pickle=trust_pickle, what="optimizer state",
+                                         mmap=True))
+    for value in found:
+        if isinstance(value, (list, tuple)) and value:
+            value = value[0]
+        if is_optimizer_state(value):
+            return dict(value)
+    return None
 
 
 def _plain_dict(value: Any) -> dict[str, Any] | None:
@@ -271,6 +294,7 @@ def load_checkpoint(path: str | Path, *, model_spec: str | None = None, trust_pi
         model, tolerated, how = _build_and_load(build, state, factory)
         mapped = mapped and how != "copy"
     fmt = data.weights.format
+    optimizer_state = _find_optimizer_state(ckpt, Path(path), trust_pickle)
     del ckpt, state, data  # the model holds what it needs of the checkpoint; the rest is released here
     mode = meta.get("mode")
     if mode is not None and mode not in ("eval", "train"):
@@ -282,7 +306,7 @@ def load_checkpoint(path: str | Path, *, model_spec: str | None = None, trust_pi
         raise InputError(f"cannot move the model to device {str(device)!r}: {first_line(str(e))}") from e
     return Loaded(model=model, path=Path(path), kind=kind, factory=str(factory) if factory else None,
                   config=config, run_config=run_config, data_spec=data_spec, mode=mode, ignored_keys=tolerated,
-                  format=fmt, mapped=mapped)
+                  format=fmt, mapped=mapped, optimizer_state=optimizer_state)
 
 
 # ---------------------------------------------------------------------------------------------------- batches

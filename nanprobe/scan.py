@@ -13,12 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from nanprobe.checkpoint_files import OPTIMIZER_KEYS, STATE_DICT_KEYS, is_optimizer_state
 from nanprobe.report import to_plain
 
 __all__ = ["Finding", "Outlier", "ScanResult", "peer_outliers", "scan_checkpoint"]
 
-_MODEL_KEYS = ("model_state_dict", "state_dict", "model")
-_OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer", "optim", "optimizer_state")
 _SCALER_KEYS = ("scaler", "grad_scaler", "scaler_state_dict", "amp_scaler")
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 _FP16_MAX = 65504.0
@@ -270,7 +269,7 @@ class _Walker:
                 self.other(value, f"{prefix}{i}/", depth + 1)
 
     def dispatch(self, obj: Mapping[str, Any], prefix: str, depth: int = 0) -> None:
-        if _looks_like_optimizer(obj):
+        if is_optimizer_state(obj):
             self.optimizer(obj, prefix)
             return
         if _looks_like_scaler(obj):
@@ -281,10 +280,6 @@ class _Walker:
             return
         for key, value in obj.items():
             self.other(value, f"{prefix}{key}/", depth)
-
-
-def _looks_like_optimizer(obj: Mapping[str, Any]) -> bool:
-    return isinstance(obj.get("state"), Mapping) and isinstance(obj.get("param_groups"), list)
 
 
 def _looks_like_scaler(obj: Mapping[str, Any]) -> bool:
@@ -370,7 +365,7 @@ def scan_checkpoint(obj: Any) -> ScanResult:
         walker.weights(obj.state_dict(keep_vars=False), "", buffers)
     elif isinstance(obj, Mapping):
         rest = dict(obj)
-        for key in _MODEL_KEYS:
+        for key in STATE_DICT_KEYS:
             value = rest.get(key)
             if isinstance(value, nn.Module):
                 walker.weights(value.state_dict(), f"{key}/", {n for n, _ in value.named_buffers()})
@@ -378,8 +373,8 @@ def scan_checkpoint(obj: Any) -> ScanResult:
             elif isinstance(value, Mapping) and value and all(isinstance(v, torch.Tensor) for v in value.values()):
                 walker.weights(value, f"{key}/")
                 rest.pop(key)
-        for key in _OPTIMIZER_KEYS:
-            if isinstance(rest.get(key), Mapping) and _looks_like_optimizer(rest[key]):
+        for key in OPTIMIZER_KEYS:
+            if isinstance(rest.get(key), Mapping) and is_optimizer_state(rest[key]):
                 walker.optimizer(rest.pop(key), f"{key}/")
         for key in _SCALER_KEYS:
             if isinstance(rest.get(key), Mapping):

@@ -17,7 +17,8 @@ from torch import nn
 
 from nanprobe.knowledge import Condition, Evidence, entry_for_optimizer, run_check
 
-__all__ = ["OptimizerFinding", "hazard_message", "nonfinite_state", "optimizer_findings"]
+__all__ = ["OptimizerFinding", "SavedOptimizer", "hazard_message", "nonfinite_state", "optimizer_findings",
+           "optimizer_name", "saved_optimizer"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,50 @@ class OptimizerFinding:
         return f"{self.optimizer} ({self.parameter})"
 
 
+# the state each family keeps (a saved state dict names no class): the most telling key first
+_FAMILIES = (("exp_inf", "Adamax"), ("exp_avg_sq", "Adam"), ("square_avg", "RMSprop"), ("sum", "Adagrad"),
+             ("acc_delta", "Adadelta"), ("momentum_buffer", "SGD"))
+
+
+@dataclass
+class SavedOptimizer:
+    """An optimizer's saved ``state_dict()`` (from a checkpoint) laid over the model it trained: the same
+    ``param_groups``/``state`` shape a live optimizer has, its class inferred from the state it keeps."""
+
+    name: str
+    param_groups: list[dict[str, Any]]
+    state: dict[Any, dict[str, Any]]
+
+
+def optimizer_name(optimizer: Any) -> str:
+    return optimizer.name if isinstance(optimizer, SavedOptimizer) else type(optimizer).__name__
+
+
+def saved_optimizer(state_dict: Any, model: nn.Module) -> SavedOptimizer | None:
+    """``state_dict`` (``optimizer.state_dict()``) matched to ``model``'s parameters in order, as torch numbers
+    them; None when it is not one, or when any state tensor's shape disagrees with its parameter's (another
+    parameter order, or an optimizer over part of the model)."""
+    try:
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        params = list(model.parameters())
+        out_groups, out_state = [], {}
+        for group in groups:
+            ids = list(group["params"])
+            if any(not isinstance(i, int) or not 0 <= i < len(params) for i in ids):
+                return None
+            out_groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": [params[i] for i in ids]})
+            for i in ids:
+                saved = dict(state.get(i, {}))
+                if any(isinstance(v, torch.Tensor) and v.dim() and v.shape != params[i].shape for v in saved.values()):
+                    return None
+                out_state[params[i]] = saved
+        keys = {k for v in out_state.values() for k in v}
+        name = next((n for key, n in _FAMILIES if key in keys), "an optimizer")
+        return SavedOptimizer(name, out_groups, out_state)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
 def optimizer_findings(optimizer: Any, model: nn.Module,
                        names: Collection[str] | None = None) -> list[OptimizerFinding]:
     """The conditions of ``optimizer``'s table entry that hold for ``model``'s parameters (those in ``names``
@@ -45,7 +90,7 @@ def optimizer_findings(optimizer: Any, model: nn.Module,
 
 
 def _findings(optimizer: Any, model: nn.Module, names: Collection[str] | None) -> list[OptimizerFinding]:
-    kind = type(optimizer).__name__
+    kind = optimizer_name(optimizer)
     entry = entry_for_optimizer(kind)
     groups = getattr(optimizer, "param_groups", None)
     if entry is None or entry.safe or not isinstance(groups, list):
@@ -73,7 +118,7 @@ def nonfinite_state(optimizer: Any, model: nn.Module, names: Collection[str]) ->
     one phrase each. Any optimizer. Reloading the weights alone does not help then: the first step after the
     reload writes the state's NaN back into them."""
     try:
-        kind = type(optimizer).__name__
+        kind = optimizer_name(optimizer)
         named = {id(p): n for n, p in model.named_parameters()}
         found = []
         for group in getattr(optimizer, "param_groups", None) or []:

@@ -19,19 +19,20 @@ def eps_flushes_to_zero(call: OpCall) -> Evidence | None:
     eps = group.get("eps")
     if not isinstance(param, torch.Tensor) or not param.is_floating_point() or not isinstance(eps, float) or eps <= 0:
         return None
-    dtype = param.dtype
+    moment = next(((k, v) for k, v in state.items() if k in SECOND_MOMENTS and isinstance(v, torch.Tensor)
+                   and v.shape == param.shape), None)
+    # the dtype the step ran in: its state's (a checkpoint's weights may have been loaded into another dtype)
+    dtype = moment[1].dtype if moment is not None and moment[1].is_floating_point() else param.dtype
     if torch.tensor(eps, dtype=dtype).item() != 0.0:
         return None
     name = str(dtype).removeprefix("torch.")
     tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps  # the smallest subnormal
     text = f"eps {eps:g} is 0 in {name} (its smallest positive value is {tiny:.3g})"
-    moment = next(((k, v) for k, v in state.items() if k in SECOND_MOMENTS and isinstance(v, torch.Tensor)
-                   and v.shape == param.shape), None)
     if moment is not None:  # no state before the first step: nothing to count (and no pass over the weights)
         key, value = moment
         bad = ~torch.isfinite(param.detach())
         if bool(bad.any()):
-            zero = int((bad & (value == 0)).sum())
+            zero = int((bad & (value.to(bad.device) == 0)).sum())  # a saved state may sit on the CPU
             text += (f"; {zero} of the {int(bad.sum())} non-finite values sit where {key} is 0 (their gradient was "
                      f"0 or its square underflowed in {name})")
     return Evidence(text)
