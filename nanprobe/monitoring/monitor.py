@@ -183,8 +183,9 @@ class Monitor:
         overflow steps are recorded, not reported) created after the monitor, e.g. by a framework. An optimizer
         whose step cannot work for its parameters' dtype (Adam's eps is 0 in float16) is warned about at the next
         check, before any NaN."""
+        new = optimizer is not None and optimizer is not self.signals.optimizer  # frameworks attach it repeatedly
         self.signals.attach(optimizer, scaler)
-        if optimizer is not None:
+        if new:
             self._hazard = hazard_message(optimizer_findings(optimizer, _unwrap(self.model)))
 
     @property

@@ -65,6 +65,19 @@ def test_float16_adam_is_warned_before_the_nan_and_its_step_is_the_verdict(tmp_p
     assert "lower the learning rate" not in verdict.fix
 
 
+def test_attaching_the_same_optimizer_again_warns_once(tmp_path: Path) -> None:
+    model = _net(torch.float16)
+    opt = torch.optim.Adam(model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with monitor(model, out_dir=tmp_path, optimizer=opt) as mon:
+            for _ in range(3):
+                mon.attach(opt)  # as a framework's callback does at each stage
+                mon.check_loss(model(torch.randn(4, 16).half()).float().pow(2).mean())
+                mon.step()
+    assert [w.signal for w in mon.warnings] == ["optimizer"]
+
+
 def test_on_warning_raise_stops_the_run_while_the_weights_are_finite(tmp_path: Path) -> None:
     model = _net(torch.float16)
     opt = torch.optim.AdamW(model.parameters())
