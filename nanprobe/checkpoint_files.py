@@ -23,9 +23,10 @@ import torch
 
 from nanprobe.errors import InputError
 
-__all__ = ["CONFIG_FILE", "OPTIMIZER_FILE", "OPTIMIZER_KEYS", "STATE_DICT_KEYS", "WEIGHT_FILES", "CheckpointData",
-           "WeightFiles", "check_readable", "first_line", "import_from_cwd", "is_optimizer_state", "is_state_dict",
-           "is_zip", "locate", "read_checkpoint", "read_json", "read_safetensors", "read_torch_file"]
+__all__ = ["CONFIG_FILE", "OPTIMIZER_FILE", "OPTIMIZER_KEYS", "STATE_DICT_KEYS", "TRAINER_STATE_FILE",
+           "WEIGHT_FILES", "CheckpointData", "WeightFiles", "check_readable", "first_line", "import_from_cwd",
+           "is_optimizer_state", "is_state_dict", "is_zip", "locate", "read_checkpoint", "read_json",
+           "read_safetensors", "read_torch_file"]
 
 CONFIG_FILE = "config.json"
 # Where a training checkpoint keeps what: the model's state dict, an optimizer's state_dict() (Lightning: a list
@@ -33,6 +34,7 @@ CONFIG_FILE = "config.json"
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
 OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer", "optim", "optimizer_state", "optimizer_states")
 OPTIMIZER_FILE = "optimizer.pt"
+TRAINER_STATE_FILE = "trainer_state.json"  # a Hugging Face Trainer checkpoint's state, with its log_history
 # What save_pretrained writes, in the order a folder's weights are looked for (safetensors first, as transformers).
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")

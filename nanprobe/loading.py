@@ -32,6 +32,7 @@ from nanprobe.checkpoint_files import (
     OPTIMIZER_FILE,
     OPTIMIZER_KEYS,
     STATE_DICT_KEYS,
+    TRAINER_STATE_FILE,
     CheckpointData,
     check_readable,
     first_line,
@@ -40,6 +41,7 @@ from nanprobe.checkpoint_files import (
     is_state_dict,
     is_zip,
     read_checkpoint,
+    read_json,
     read_torch_file,
 )
 from nanprobe.errors import InputError
@@ -91,6 +93,7 @@ class Loaded:
     format: str = "torch"  # "torch" (torch.save) | "safetensors"
     mapped: bool = False  # the weights are the checkpoint file's memory-mapped tensors, not copies
     optimizer_state: dict[str, Any] | None = None  # an optimizer's state_dict() saved with it (memory-mapped)
+    history: list[dict[str, Any]] | None = None  # the run's logged steps (a Trainer folder's log_history)
 
     def describe(self) -> str:
         """One phrase for people: where the model came from."""
@@ -172,6 +175,30 @@ def _find_optimizer_state(ckpt: Any, path: Path, trust_pickle: bool) -> dict[str
         if is_optimizer_state(value):
             return dict(value)
     return None
+
+
+_LOGGED = {"loss": "loss", "grad_norm": "grad_norm", "learning_rate": "lr"}  # log_history key -> history key
+
+
+def _trainer_history(path: Path) -> list[dict[str, Any]] | None:
+    """A Hugging Face Trainer checkpoint folder's ``log_history`` as the monitor's history rows (``step``,
+    ``loss``, ``grad_norm``, ``lr``): the run's record, so a diverged run can be told from one bad batch. None
+    without one, or when it cannot be read (it is never needed to run the model)."""
+    file = path / TRAINER_STATE_FILE
+    if not path.is_dir() or not file.is_file():
+        return None
+    try:
+        logged = read_json(file, "trainer state").get("log_history")
+    except InputError:
+        return None
+    rows: dict[int, dict[str, Any]] = {}
+    for entry in logged if isinstance(logged, list) else []:
+        if isinstance(entry, Mapping) and isinstance(entry.get("step"), int):
+            values = {ours: float(entry[theirs]) for theirs, ours in _LOGGED.items()
+                      if isinstance(entry.get(theirs), (int, float)) and not isinstance(entry.get(theirs), bool)}
+            if values:
+                rows.setdefault(entry["step"], {"step": entry["step"]}).update(values)
+    return [rows[k] for k in sorted(rows)] or None
 
 
 def _plain_dict(value: Any) -> dict[str, Any] | None:
@@ -306,7 +333,7 @@ def load_checkpoint(path: str | Path, *, model_spec: str | None = None, trust_pi
         raise InputError(f"cannot move the model to device {str(device)!r}: {first_line(str(e))}") from e
     return Loaded(model=model, path=Path(path), kind=kind, factory=str(factory) if factory else None,
                   config=config, run_config=run_config, data_spec=data_spec, mode=mode, ignored_keys=tolerated,
-                  format=fmt, mapped=mapped, optimizer_state=optimizer_state)
+                  format=fmt, mapped=mapped, optimizer_state=optimizer_state, history=_trainer_history(Path(path)))
 
 
 # ---------------------------------------------------------------------------------------------------- batches

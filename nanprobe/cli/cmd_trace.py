@@ -29,7 +29,9 @@ where the model comes from:
   may be under model_state_dict, state_dict or model, or be the whole file. A whole pickled nn.Module needs
   --trust-pickle (unpickling runs code from the file: only for files you trust). An optimizer state_dict
   saved with it (optimizer_state_dict, optimizer, optim, Lightning's optimizer_states, or optimizer.pt in a
-  checkpoint folder) is read when a parameter is non-finite: the verdict says what its step did.
+  checkpoint folder) is read when a parameter is non-finite: the verdict says what its step did. A Trainer
+  checkpoint folder's trainer_state.json log (loss, grad_norm, learning_rate by step) is the run's history:
+  a run that diverged gets training_divergence.
 
 where the batches come from (first that applies):
   --batches FILE      a torch.save'd list of batches: dict -> model(**b), tuple/list -> model(*b),
@@ -74,12 +76,14 @@ def _progress(ctx: CLIContext) -> Iterator[Callable[[str], None]]:
 
 
 def _run_diagnosis(model: Any, batches: list[Any], *, args: argparse.Namespace, mode: str,
-                   config: dict[str, Any] | None, progress: Callable[[str], None], optimizer: Any = None) -> Any:
+                   config: dict[str, Any] | None, progress: Callable[[str], None], optimizer: Any = None,
+                   history: list[dict[str, Any]] | None = None) -> Any:
     from nanprobe.diagnosis import diagnose
 
     try:
         return diagnose(model, batches, mode=mode, backward=args.backward, config=config,
-                        replay=not args.no_replay, repro_dir=args.repro, progress=progress, optimizer=optimizer)
+                        replay=not args.no_replay, repro_dir=args.repro, progress=progress, optimizer=optimizer,
+                        history=history)
     except ModelRaised as e:  # the user's model raising on the user's batches: an input problem, exit 2
         raise InputError(f"{e}; check that --model and the batches match (rerun with --debug for the "
                          "traceback)") from e
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace, ctx: CLIContext) -> int:
     optimizer = saved_optimizer(loaded.optimizer_state, loaded.model) if loaded.optimizer_state else None
     with _progress(ctx) as progress:
         diagnosis = _run_diagnosis(loaded.model, batches, args=args, mode=mode, config=run_config, progress=progress,
-                                   optimizer=optimizer)
+                                   optimizer=optimizer, history=loaded.history)
     # What ran, said once it ran: a failure before this point is the one line of the error policy alone.
     ctx.note(f"nanprobe: {type(loaded.model).__name__} from {args.checkpoint} ({loaded.describe()}), "
              f"{len(batches)} batch(es) from {source}, mode={mode}{', backward' if args.backward else ''}, "

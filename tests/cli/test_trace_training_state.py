@@ -1,6 +1,7 @@
-"""``nanprobe trace`` of a checkpoint whose weights an optimizer step broke: the optimizer state saved with the
-weights (the common ``{"model_state_dict", "optimizer_state_dict"}`` layout, Lightning's ``optimizer_states``,
-or ``optimizer.pt`` in a checkpoint folder) lets the verdict say what the step did."""
+"""``nanprobe trace`` of a training checkpoint reads what the run left beside the weights: the optimizer state
+(the common ``{"model_state_dict", "optimizer_state_dict"}`` layout, Lightning's ``optimizer_states``, or
+``optimizer.pt`` in a checkpoint folder) lets the verdict say what the optimizer's step did, and a Trainer
+folder's ``trainer_state.json`` log is the run's history."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from torch import nn
 from nanprobe.cli.main import main
 from nanprobe.diagnosis.optimizer import saved_optimizer
 
-FACTORY = "tests.cli.test_trace_optimizer_state:make_net"
-HALF_FACTORY = "tests.cli.test_trace_optimizer_state:make_half_net"
+FACTORY = "tests.cli.test_trace_training_state:make_net"
+HALF_FACTORY = "tests.cli.test_trace_training_state:make_half_net"
 
 
 def make_net() -> nn.Module:
@@ -97,3 +98,26 @@ def test_a_saved_state_that_does_not_fit_the_model_is_not_used() -> None:
     fit = saved_optimizer(opt.state_dict(), model)
     assert fit is not None and fit.name == "Adam" and len(fit.state) == 4
     assert fit.param_groups[0]["eps"] == 1e-8 and fit.param_groups[0]["params"][0] is model[0].weight
+
+
+def test_a_trainer_folder_log_history_makes_the_divergence_the_verdict(tmp_path: Path) -> None:
+    """A Hugging Face Trainer checkpoint folder: the weights are already Inf, and trainer_state.json's log shows
+    the loss and gradient norm growing tenfold per logging step from step 60: the run diverged there."""
+    torch.manual_seed(0)
+    model = make_net()
+    with torch.no_grad():
+        model[2].weight[0, :4] = float("inf")
+    folder = tmp_path / "checkpoint-200"
+    folder.mkdir()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    log = [{"step": s, "epoch": s / 100, "loss": 2.0 - s / 100, "grad_norm": 1.0, "learning_rate": 0.5}
+           for s in range(10, 61, 10)]
+    log += [{"step": s, "epoch": s / 100, "loss": 1.4 * 10 ** ((s - 60) / 10), "grad_norm": 10 ** ((s - 60) / 10),
+             "learning_rate": 0.5} for s in range(70, 201, 10)]
+    log.append({"step": 200, "train_runtime": 12.5})  # an entry with nothing to read
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 200, "log_history": log}))
+    verdict = _trace(tmp_path, folder, torch.randn(8, 16))
+    assert verdict["cause"] == "training_divergence"
+    assert verdict["root"]["step"] == 60
+    assert "the learning rate in effect was 0.5" in verdict["fix"]
+    assert any("rejected nonfinite_parameter" in line for line in verdict["evidence"])
