@@ -39,7 +39,7 @@ from nanprobe.monitoring.methods import patch_method
 from nanprobe.monitoring.signals import READ_LATE, Signals
 from nanprobe.monitoring.snapshots import layer_snapshot
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
-from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch
+from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch, narrow
 from nanprobe.postmortem.assemble import ModelSource
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients
@@ -252,7 +252,7 @@ class Monitor:
         norm (unscaled when a GradScaler is attached). One host read. With a GradScaler, a step whose
         gradients overflowed is the scaler's own business (it skips the step): recorded, not reported."""
         target = _unwrap(model if model is not None else self.model)
-        reading = self.signals.read_gradients(self._step, target, absmax=_narrow(self._dtype))
+        reading = self.signals.read_gradients(self._step, target, absmax=narrow(self._dtype))
         if reading is None:
             return None
         if not reading.finite and not reading.scaler_skipped:
@@ -437,12 +437,6 @@ class Monitor:
 
 
 _EAGER = ("_on_call", "_handle", "_on_warning")  # what may be reached from code that torch.compile compiles
-
-
-def _narrow(dtype: torch.dtype | None) -> bool:
-    """Whether the model computes in a float with less range than float32 (float16; autocast's counts): its
-    backward's values can overflow where float32's would not."""
-    return dtype is not None and dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(torch.float32).max
 
 
 def _finite(value: float) -> bool:

@@ -29,7 +29,7 @@ import torch
 
 from nanprobe.diagnosis.dynamics import Growth, Thresholds, fit_growth
 
-__all__ = ["ONLINE", "WINDOW", "EarlyWarning", "GrowthWatch"]
+__all__ = ["ONLINE", "WINDOW", "EarlyWarning", "GrowthWatch", "narrow"]
 
 WINDOW = 40
 ONLINE = Thresholds(min_slope=0.08, min_steps=4, min_decades=3.0, min_gain=0.06)
@@ -61,9 +61,10 @@ class EarlyWarning:
     projected_step: int | None = None
 
 
-def _wide(limit: float | None) -> bool:
-    """float32's range or more (or unknown): values fitting large targets there are far from overflowing."""
-    return limit is None or limit >= float(torch.finfo(torch.float32).max)
+def narrow(dtype: torch.dtype | None) -> bool:
+    """A float with less range than float32 (float16): its values, and a backward computed in it, overflow
+    where float32's would not."""
+    return dtype is not None and dtype.is_floating_point and torch.finfo(dtype).max < torch.finfo(torch.float32).max
 
 
 class GrowthWatch:
@@ -95,7 +96,7 @@ class GrowthWatch:
             if (key not in self._fired and step >= GRACE and abs(value) > self._peak.get(key, 0.0)
                     and self._steep(points, thresholds)):
                 growth = fit_growth(list(points), key, thresholds)
-                if growth is not None and not (_wide(limit) and self._fitting(key, growth)):
+                if growth is not None and (narrow(dtype) or not self._fitting(key, growth)):
                     found.append(self._fire(step, key, growth, limit))
         for key, what in _HEADROOM.items():
             absmax = values.get(key)
