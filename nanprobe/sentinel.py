@@ -13,7 +13,7 @@ from nanprobe.kinds import nonfinite_tensors
 from nanprobe.report import Detection
 from nanprobe.walk import iter_tensors
 
-__all__ = ["CLEAN", "FiniteCheck", "check_finite", "check_gradients", "tensor_leaves"]
+__all__ = ["CLEAN", "FiniteCheck", "check_finite", "check_gradients", "check_parameters", "tensor_leaves"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,17 @@ def _bad_rows(t: torch.Tensor) -> list[int]:
     sums = flat.sum(dim=1, dtype=torch.float32) if flat.is_floating_point() else flat.sum(dim=1)
     flagged = (~torch.isfinite(sums)).nonzero().flatten().tolist()
     return [int(i) for i in flagged if not bool(torch.isfinite(flat[i]).all())]
+
+
+def check_parameters(model: nn.Module) -> FiniteCheck:
+    """Finiteness of every parameter; ``paths`` are parameter names."""
+    named = list(model.named_parameters())
+    bad = nonfinite_tensors(named)  # type: ignore[arg-type]
+    if not bad:
+        return CLEAN
+    params = dict(named)
+    any_nan = any(bool(torch.isnan(params[n]).any()) for n in bad)
+    return FiniteCheck(nonfinite=True, kind="nan" if any_nan else "inf", paths=tuple(bad))
 
 
 def check_gradients(model: nn.Module) -> FiniteCheck:

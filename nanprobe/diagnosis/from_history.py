@@ -17,13 +17,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from nanprobe.diagnosis.dynamics import analyze, series
+from nanprobe.diagnosis.dynamics import analyze, broken_by_step, series
 from nanprobe.diagnosis.evidence import MEASURED, OP_FACT, Candidate, choose
-from nanprobe.diagnosis.verdict import Facts, divergence_candidate, divergence_root
+from nanprobe.diagnosis.optimizer import nonfinite_state, optimizer_findings
+from nanprobe.diagnosis.verdict import Facts, decide, divergence_candidate, divergence_root
 from nanprobe.report import Root, Verdict
 
-__all__ = ["NEAR", "history_verdict"]
+__all__ = ["NEAR", "history_verdict", "parameters_verdict"]
 
 NEAR = 0.1
 """A gradient |max| at least this share of the dtype's max counts as within reach of it (the monitor's early
@@ -47,6 +49,22 @@ def history_verdict(history: Sequence[Mapping[str, Any]], layer_history: Sequenc
     root = divergence_root(divergence) if winner.cause == "training_divergence" and divergence else gradient_root
     return Verdict(cause=winner.cause, summary=winner.summary, evidence=evidence, fix=winner.fix,  # type: ignore[arg-type]
                    root=root)
+
+
+def parameters_verdict(history: Sequence[Mapping[str, Any]], bad: Sequence[str], *, kind: str = "nan",
+                       model: nn.Module | None = None, optimizer: Any | None = None,
+                       note: str | None = None) -> Verdict:
+    """The verdict on parameters an optimizer step made non-finite, seen before any output was (the monitor's
+    "parameters" failure): which step wrote them (the history's update ratio), what the optimizer's step does
+    for their dtype, and whether its state is broken too; the same candidates as any diagnosis weigh it."""
+    facts = Facts(kind=kind, bad_params=list(bad), broken=broken_by_step(history))
+    if optimizer is not None and model is not None:
+        facts.optimizer = optimizer_findings(optimizer, model, bad)
+        facts.optimizer_state = nonfinite_state(optimizer, model, bad)
+    verdict = decide(facts)
+    if note:
+        verdict.evidence.append(note)
+    return verdict
 
 
 def _gradient_range(history: Sequence[Mapping[str, Any]], param_history: Sequence[Mapping[str, Any]],

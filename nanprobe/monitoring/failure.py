@@ -19,7 +19,7 @@ from typing import Any
 from torch import nn
 
 from nanprobe.diagnosis import diagnose
-from nanprobe.diagnosis.from_history import history_verdict
+from nanprobe.diagnosis.from_history import history_verdict, parameters_verdict
 from nanprobe.monitoring.methods import method_adapter
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
 from nanprobe.monitoring.warning import EarlyWarning
@@ -161,7 +161,7 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
             snap.diagnosis, snap.diagnosis_error = _diagnose(h, target, detected, h.source.run_config, histories,
                                                              optimizer)
             if snap.diagnosis is None or not snap.diagnosis.nonfinite:
-                snap.verdict = _history_verdict(detected, histories, dtype)
+                snap.verdict = _history_verdict(detected, histories, dtype, target, optimizer)
             if compiled and snap.diagnosis is not None:
                 snap.diagnosis.instrumentation = {**(snap.diagnosis.instrumentation or {}), "compiled": EAGER_NOTE}
     except KeyboardInterrupt as e:  # written up below, then re-raised
@@ -191,11 +191,16 @@ def handle_failure(h: Handling, *, target: nn.Module, where: Position, detected:
     return failure
 
 
-def _history_verdict(detected: Detected, histories: dict[str, Any], dtype: str | None) -> Any:
+def _history_verdict(detected: Detected, histories: dict[str, Any], dtype: str | None, target: nn.Module,
+                     optimizer: Any | None) -> Any:
     """When the failing step does not reproduce from its batch, the run's history may still explain it."""
+    kind = detected.check.kind or "inf"
+    if detected.phase == "parameters":  # the outputs may well be finite: the parameters themselves are the failure
+        return parameters_verdict(histories["history"], detected.check.paths, kind=kind, model=target,
+                                  optimizer=optimizer, note="seen in the parameters after an optimizer step, "
+                                                            "before any output was non-finite")
     where = {"loss": "the loss, which is computed outside the model", "backward": "the gradients"}.get(
         detected.phase, "the outputs")
-    kind = detected.check.kind or "inf"
     return history_verdict(histories["history"], histories["layer_history"], histories["param_history"],
                            phase=detected.phase, kind=kind, dtype=dtype,
                            note=f"the value recorded in {where} did not reproduce from the saved batch alone; the "

@@ -42,7 +42,7 @@ from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
 from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch, narrow
 from nanprobe.postmortem.assemble import ModelSource
 from nanprobe.rng import RNGState
-from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients
+from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients, check_parameters
 from nanprobe.watch import CallEvent, Watcher, eager
 
 __all__ = ["Depth", "GrowthWarning", "Monitor", "MonitorSettings", "NonFiniteWarning", "Policy", "monitor"]
@@ -339,11 +339,23 @@ class Monitor:
                 late = {k: v for k, v in rows[0].items() if k in READ_LATE and isinstance(v, float)}
                 if late:
                     found += self.watch.update(self._step - 1, late, self._dtype)
+                if rows[0].get("update_ratio") in _NONFINITE_TEXT:
+                    self._broke()
             values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
             found += self.watch.update(self._step, values, self._dtype)
         for warning in found:
             self.warnings.append(warning)
             self._on_warning(warning)
+
+    def _broke(self) -> None:
+        """The last optimizer step wrote NaN/Inf into the parameters (its update ratio says so): the first sign
+        of trouble when nothing was reported yet, e.g. weights a saturating activation keeps from reaching the
+        output, or embedding rows the next batches do not use. Reported as a "parameters" failure."""
+        if self.failures or self._pending:
+            return
+        check = check_parameters(_unwrap(self.model))
+        if check.nonfinite:
+            self._found(Detected("parameters", check, self._last))
 
     def _on_warning(self, warning: EarlyWarning) -> None:
         text = f"nanprobe early warning at step {warning.step}: {warning.message}"
@@ -437,6 +449,9 @@ class Monitor:
 
 
 _EAGER = ("_on_call", "_handle", "_on_warning")  # what may be reached from code that torch.compile compiles
+
+
+_NONFINITE_TEXT = ("nan", "inf", "-inf")  # how a JSON-ready history row holds a non-finite float
 
 
 def _finite(value: float) -> bool:

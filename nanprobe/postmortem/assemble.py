@@ -105,7 +105,7 @@ def _synthetic_first(s: Snapshot) -> FirstNonfinite:
     model_type = type(s.model).__name__ if s.model is not None else ""
     phase = s.phase or "forward"
     module, module_type = _SYNTHETIC_MODULE.get(phase, "<output>"), model_type
-    if phase == "backward" and check is not None and check.paths:
+    if phase in ("backward", "parameters") and check is not None and check.paths:
         module = check.paths[0].rpartition(".")[0]
         found = dict(s.model.named_modules()).get(module) if s.model is not None else None
         module_type = type(found).__name__ if found is not None else model_type

@@ -236,3 +236,44 @@ def test_a_nonfinite_optimizer_state_is_named_and_the_fix_says_to_reload_it_too(
     assert "Adam.step()" not in verdict.summary  # float32: eps is not the story
     fine = nanprobe.diagnose(model, [x])
     assert "optimizer's state" not in fine.verdict.fix
+
+
+class _Saturating(torch.optim.SGD):
+    """A user's optimizer that writes one +Inf weight at its 3rd step: tanh saturates it, the outputs stay finite."""
+
+    def step(self, closure: Any = None) -> Any:
+        out = super().step(closure)
+        self.__dict__["_n"] = self.__dict__.get("_n", 0) + 1
+        if self.__dict__["_n"] == 3:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0][0, 0] = float("inf")
+        return out
+
+
+def test_weights_an_optimizer_step_broke_are_reported_though_the_outputs_stay_finite(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 1))
+    opt = _Saturating(model.parameters(), lr=1e-3)
+    x, y = torch.randn(32, 16), torch.randn(32, 1)
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with monitor(model, out_dir=tmp_path, optimizer=opt, on_nonfinite="dump", time_budget=None) as mon:
+            for _ in range(8):
+                loss = mon.check_loss(((model(x) - y) ** 2).mean())
+                losses.append(float(loss))
+                opt.zero_grad()
+                loss.backward()
+                mon.after_backward()
+                opt.step()
+                mon.step()
+    assert all(math.isfinite(v) for v in losses)  # nothing else would have noticed
+    (failure,) = mon.failures
+    assert (failure.phase, failure.step) == ("parameters", 3)
+    report = load_bundle(mon.bundles[0]).report
+    assert report.monitor.phase == "parameters" and report.monitor.detected.paths == ["0.weight"]
+    assert report.first_nonfinite.module == "0" and report.first_nonfinite.kind == "inf"
+    verdict = report.verdict
+    assert verdict.cause == "nonfinite_parameter" and verdict.root.step == 2
+    assert "the update ratio of step 2 was nan" in verdict.root.evidence
+    assert "from finite gradients" in verdict.root.evidence
