@@ -9,6 +9,10 @@ Two explanations compete, weighed like any other evidence (:mod:`nanprobe.diagno
   largest |value| (``grad_absmax``, which the monitor records in that case) had come within reach of
   float16's max before the backward that overflowed. Their growth need not be exponential: a large loss
   (unnormalised regression targets, a summed loss) is enough.
+
+:func:`parameters_verdict` is the verdict on parameters an optimizer step broke before any output was
+non-finite (the monitor's "parameters" failure): the ordinary candidates, given the step the history dates
+and what the optimizer's step does.
 """
 
 from __future__ import annotations
