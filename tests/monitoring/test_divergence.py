@@ -16,10 +16,10 @@ from torch import nn
 
 from nanprobe.cli.main import main
 from nanprobe.errors import GrowthError
-from nanprobe.monitoring import monitor
 from nanprobe.monitoring.monitor import GrowthWarning
 from nanprobe.monitoring.warning import GrowthWatch
 from nanprobe.postmortem.bundle import load_bundle
+from tests.monitoring.loops import train_under_monitor
 
 FACTORY = "tests.monitoring.test_divergence:make_net"
 
@@ -32,22 +32,8 @@ def _train(lr: float, tmp_path: Path, steps: int = 80, **kwargs: object) -> tupl
     torch.manual_seed(0)
     model = make_net()
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    x, y = torch.randn(32, 8), torch.randn(32, 1)
-    losses: list[float] = []
-    with monitor(model, out_dir=tmp_path, on_nonfinite="dump", optimizer=opt, factory=FACTORY, run_name="fit",
-                 **kwargs) as mon:  # type: ignore[arg-type]
-        for _ in range(steps):
-            loss = ((model(x) - y) ** 2).mean()  # the loss is computed outside the model
-            mon.check_loss(loss)
-            losses.append(float(loss))
-            if not math.isfinite(losses[-1]):
-                break
-            opt.zero_grad()
-            loss.backward()
-            mon.after_backward()
-            opt.step()
-            mon.step()
-    return mon, losses
+    return train_under_monitor(tmp_path, model, opt, torch.randn(32, 8), torch.randn(32, 1), steps,
+                               factory=FACTORY, run_name="fit", **kwargs)
 
 
 def test_a_diverging_run_is_training_divergence_with_its_onset_and_learning_rate(tmp_path: Path) -> None:

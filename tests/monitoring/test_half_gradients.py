@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from torch import nn
 
 from nanprobe.cli.main import main
 from nanprobe.diagnosis.from_history import history_verdict
-from nanprobe.monitoring import monitor
 from nanprobe.postmortem.bundle import load_bundle
+from tests.monitoring.loops import train_under_monitor
 
 FACTORY = "tests.monitoring.test_half_gradients:make_net"
 
@@ -53,28 +52,8 @@ def _fit(tmp_path: Path, *, half: bool = True, scaler: bool = False, target: flo
     x, y = torch.randn(64, 16, generator=gen), torch.randn(64, 1, generator=gen) * target
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     amp = torch.amp.GradScaler("cpu", init_scale=1.0) if scaler else None
-    losses: list[float] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with monitor(model, out_dir=tmp_path, on_nonfinite="dump", optimizer=opt, scaler=amp, factory=factory,
-                     run_name="fit", time_budget=None) as mon:
-            for _ in range(steps):
-                with torch.autocast("cpu", dtype=torch.float16, enabled=half):
-                    loss = ((model(x) - y) ** 2).mean()  # outside the model: the step cannot be re-created
-                mon.check_loss(loss)
-                losses.append(float(loss))
-                if not math.isfinite(losses[-1]):
-                    break
-                opt.zero_grad()
-                (amp.scale(loss) if amp is not None else loss).backward()
-                mon.after_backward()
-                if amp is not None:
-                    amp.step(opt)
-                    amp.update()
-                else:
-                    opt.step()
-                mon.step()
-    return mon, losses
+    return train_under_monitor(tmp_path, model, opt, x, y, steps, autocast=half, scaler=amp, quiet=True,
+                               factory=factory, run_name="fit", time_budget=None)
 
 
 def test_float16_gradients_that_overflow_warn_early_and_explain_the_bundle(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import nanprobe
 from nanprobe.errors import GrowthError
 from nanprobe.monitoring import monitor
 from nanprobe.postmortem.bundle import load_bundle
+from tests.monitoring.loops import train_under_monitor
 
 
 def _net(dtype: torch.dtype) -> nn.Module:
@@ -28,22 +30,28 @@ def _run(tmp_path: Path, dtype: torch.dtype = torch.float16, optimizer: str = "A
          **kwargs: Any) -> tuple[Any, list[float]]:
     model = _net(dtype)
     opt = getattr(torch.optim, optimizer)(model.parameters(), lr=1e-3, **kwargs)
-    x, y = torch.randn(32, 16).to(dtype), torch.randn(32, 1).to(dtype)
-    losses: list[float] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with monitor(model, out_dir=tmp_path, optimizer=opt, on_nonfinite="dump", time_budget=None) as mon:
-            for _ in range(steps):
-                loss = mon.check_loss(((model(x) - y) ** 2).mean())
-                losses.append(float(loss))
-                if not math.isfinite(losses[-1]):
-                    break
-                opt.zero_grad()
-                loss.backward()
-                mon.after_backward()
-                opt.step()
-                mon.step()
-    return mon, losses
+    return _train(tmp_path, model, opt, torch.randn(32, 16).to(dtype), torch.randn(32, 1).to(dtype), steps)
+
+
+def _train(tmp_path: Path, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+           steps: int) -> tuple[Any, list[float]]:
+    return train_under_monitor(tmp_path, model, opt, x, y, steps, quiet=True, time_budget=None)
+
+
+class _BreaksAtStep3(torch.optim.SGD):
+    """A user's optimizer with a bug: after its 3rd step, ``breaks`` writes into the parameters (no_grad)."""
+
+    def __init__(self, params: Any, breaks: Callable[[list[torch.Tensor]], None]) -> None:
+        super().__init__(params, lr=1e-3)
+        self.__dict__["_breaks"], self.__dict__["_n"] = breaks, 0
+
+    def step(self, closure: Any = None) -> Any:
+        out = super().step(closure)
+        self.__dict__["_n"] += 1
+        if self.__dict__["_n"] == 3:
+            with torch.no_grad():
+                self.__dict__["_breaks"](self.param_groups[0]["params"])
+        return out
 
 
 def test_float16_adam_is_warned_before_the_nan_and_its_step_is_the_verdict(tmp_path: Path) -> None:
@@ -150,51 +158,23 @@ def test_an_optimizer_nanprobe_cannot_read_never_breaks_the_run(tmp_path: Path) 
     opt = Adam(model.parameters(), lr=1e-3)
     opt.param_groups[0]["eps"] = 1e-8
     opt.state = State()
-    x, y = torch.randn(8, 16).half(), torch.randn(8, 1).half()
-    with monitor(model, out_dir=tmp_path, optimizer=opt) as mon:
-        for _ in range(3):
-            loss = mon.check_loss(((model(x) - y) ** 2).mean())
-            opt.zero_grad()
-            loss.backward()
-            mon.after_backward()
-            opt.step()
-            mon.step()
+    mon, _ = _train(tmp_path, model, opt, torch.randn(8, 16).half(), torch.randn(8, 1).half(), 3)
     assert not mon.warnings and not mon.bundles and len(mon.history.tail()) == 3
-
-
-class _Broken(torch.optim.SGD):
-    """A user's optimizer with a bug from its 3rd step: it divides by a difference that is 0 (0/0 = NaN)."""
-
-    def step(self, closure: Any = None) -> Any:
-        out = super().step(closure)
-        self.__dict__["_n"] = self.__dict__.get("_n", 0) + 1
-        if self.__dict__["_n"] == 3:
-            with torch.no_grad():
-                for p in self.param_groups[0]["params"]:
-                    p.div_(p - p)
-        return out
 
 
 def test_an_optimizer_step_that_writes_nan_from_finite_gradients_is_named_with_its_step(tmp_path: Path) -> None:
     """Not in the table at all: the history's update ratio (NaN at the step that broke the weights) and that
     step's finite gradient norm say it was the optimizer step, and which. The subclass's step() calls
     super().step(), so the step hooks run nested: the ratio must cover the whole user step."""
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch hooks SGD.step too: _Broken's step hooks nest
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # torch hooks SGD.step too: the step hooks nest
     model = _net(torch.float32)
-    opt = _Broken(model.parameters(), lr=1e-3)
-    x, y = torch.randn(32, 16), torch.randn(32, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with monitor(model, out_dir=tmp_path, optimizer=opt, on_nonfinite="dump", time_budget=None) as mon:
-            for _ in range(5):
-                loss = mon.check_loss(((model(x) - y) ** 2).mean())
-                if not math.isfinite(float(loss)):
-                    break
-                opt.zero_grad()
-                loss.backward()
-                mon.after_backward()
-                opt.step()
-                mon.step()
+
+    def zero_by_zero(params: list[torch.Tensor]) -> None:
+        for p in params:
+            p.div_(p - p)  # 0/0
+
+    opt = _BreaksAtStep3(model.parameters(), zero_by_zero)
+    mon, _ = _train(tmp_path, model, opt, torch.randn(32, 16), torch.randn(32, 1), 5)
     report = load_bundle(mon.bundles[0]).report
     assert report.step == 3 and report.verdict.cause == "nonfinite_parameter"
     root = report.verdict.root
@@ -238,36 +218,16 @@ def test_a_nonfinite_optimizer_state_is_named_and_the_fix_says_to_reload_it_too(
     assert "optimizer's state" not in fine.verdict.fix
 
 
-class _Saturating(torch.optim.SGD):
-    """A user's optimizer that writes one +Inf weight at its 3rd step: tanh saturates it, the outputs stay finite."""
-
-    def step(self, closure: Any = None) -> Any:
-        out = super().step(closure)
-        self.__dict__["_n"] = self.__dict__.get("_n", 0) + 1
-        if self.__dict__["_n"] == 3:
-            with torch.no_grad():
-                self.param_groups[0]["params"][0][0, 0] = float("inf")
-        return out
-
-
 def test_weights_an_optimizer_step_broke_are_reported_though_the_outputs_stay_finite(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 1))
-    opt = _Saturating(model.parameters(), lr=1e-3)
-    x, y = torch.randn(32, 16), torch.randn(32, 1)
-    losses = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with monitor(model, out_dir=tmp_path, optimizer=opt, on_nonfinite="dump", time_budget=None) as mon:
-            for _ in range(8):
-                loss = mon.check_loss(((model(x) - y) ** 2).mean())
-                losses.append(float(loss))
-                opt.zero_grad()
-                loss.backward()
-                mon.after_backward()
-                opt.step()
-                mon.step()
-    assert all(math.isfinite(v) for v in losses)  # nothing else would have noticed
+
+    def one_inf(params: list[torch.Tensor]) -> None:
+        params[0][0, 0] = float("inf")  # tanh saturates it: the outputs stay finite
+
+    opt = _BreaksAtStep3(model.parameters(), one_inf)
+    mon, losses = _train(tmp_path, model, opt, torch.randn(32, 16), torch.randn(32, 1), 8)
+    assert len(losses) == 8 and all(math.isfinite(v) for v in losses)  # nothing else would have noticed
     (failure,) = mon.failures
     assert (failure.phase, failure.step) == ("parameters", 3)
     report = load_bundle(mon.bundles[0]).report
