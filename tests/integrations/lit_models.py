@@ -51,6 +51,31 @@ class LitLogNet(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
 
+class LitRegression(pl.LightningModule):
+    """A plain MSE regression (training and validation step) trained by ``make_optimizer(parameters)``."""
+
+    def __init__(self, make_optimizer: Any) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+        self.make_optimizer = make_optimizer
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return ((self.net(x).squeeze(-1) - y) ** 2).mean()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.training_step(batch, batch_idx)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.make_optimizer(self.parameters())
+
+
+def regression_loader(rows: int) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(rows, 8, generator=g), torch.randn(rows, generator=g)),
+                      batch_size=BATCH)
+
+
 def loader(steps: int, bad_step: int | None = None) -> DataLoader:
     """``steps`` batches of 8 positive rows; at ``bad_step`` row 2 has a negative value (log -> NaN)."""
     g = torch.Generator().manual_seed(0)

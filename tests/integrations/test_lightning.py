@@ -17,7 +17,7 @@ from nanprobe.integrations.lightning import NanprobeCallback
 from nanprobe.monitoring.monitor import GrowthWarning, MonitorWarning, NonFiniteWarning
 from nanprobe.postmortem.bundle import load_bundle
 from nanprobe.testing import iter_hook_dicts
-from tests.integrations.lit_models import BAD_ROW, LR, LitLogNet, loader, trainer
+from tests.integrations.lit_models import BAD_ROW, LR, LitLogNet, LitRegression, loader, regression_loader, trainer
 
 STEPS = 6
 BAD = 3
@@ -175,28 +175,11 @@ def test_manual_optimization_watches_forward_and_never_reruns_the_step(tmp_path:
 def test_float16_true_precision_with_adam_is_warned_at_step_0_and_explained(tmp_path: Path) -> None:
     """precision="16-true" keeps float16 weights; Adam's eps 1e-8 is 0 there: warned before the first step,
     and the bundle of the NaN that follows names the optimizer step."""
-    import lightning.pytorch as pl
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
-
-    class Net(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
-
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            return ((self.net(x).squeeze(-1) - y) ** 2).mean()
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
-
-    g = torch.Generator().manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(32, 8, generator=g), torch.randn(32, generator=g)), batch_size=8)
     callback = NanprobeCallback(tmp_path, on_nonfinite="dump")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer([callback], 3, precision="16-true").fit(Net(), data)
+        trainer([callback], 3, precision="16-true").fit(
+            LitRegression(lambda params: torch.optim.Adam(params, lr=1e-3)), regression_loader(32))
     early = [w for w in _ours(caught) if "early warning at step 0: Adam's step" in w]
     assert len(early) == 1 and "eps 1e-08 is 0 in float16" in early[0]
     report = load_bundle(callback.monitor.bundles[0]).report
@@ -207,31 +190,12 @@ def test_float16_true_precision_with_adam_is_warned_at_step_0_and_explained(tmp_
 def test_every_training_step_has_its_update_ratio_also_across_validation(tmp_path: Path) -> None:
     """Lightning steps the optimizer with a closure (the gradients appear inside step()): the update ratio
     is still measured at step 0, at each epoch's first step after validation, and everywhere between."""
-    import lightning.pytorch as pl
-    from torch import nn
-    from torch.utils.data import DataLoader, TensorDataset
-
-    class Net(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
-
-        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            return ((self.net(x).squeeze(-1) - y) ** 2).mean()
-
-        def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            return self.training_step(batch, batch_idx)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return torch.optim.SGD(self.parameters(), lr=1e-2)
-
-    g = torch.Generator().manual_seed(0)
-    data = DataLoader(TensorDataset(torch.randn(40, 8, generator=g), torch.randn(40, generator=g)), batch_size=8)
     callback = NanprobeCallback(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer([callback], 15, max_epochs=3).fit(Net(), data, data)
+        data = regression_loader(40)
+        trainer([callback], 15, max_epochs=3).fit(LitRegression(lambda params: torch.optim.SGD(params, lr=1e-2)),
+                                                  data, data)
     rows = {row["step"]: row for row in callback.monitor.history.tail() if "loss" in row}
     assert sorted(rows) == list(range(15))
     missing = [step for step, row in rows.items() if not 0 < row.get("update_ratio", 0) < 0.1]
