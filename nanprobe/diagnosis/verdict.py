@@ -150,13 +150,15 @@ def _parameter(f: Facts) -> Candidate:
     c.fix = (f"{names} hold NaN/Inf: reload the last finite checkpoint and find the update that broke them (lower "
              "the learning rate, clip gradients, check the loss for NaN before optimizer.step(), or use nanprobe's "
              "monitor)")
+    step = f.optimizer_step
     if f.broken is not None:
         c.add(MEASURED, f.broken.describe())
-        c.summary += f" They were written by the optimizer step of step {f.broken.step}."
-    step = f.optimizer_step
+        if step is None:
+            c.summary += f" They were written by the optimizer step of step {f.broken.step}."
     if step is not None:
+        when = f" (step {f.broken.step})" if f.broken is not None else ""
         c.add(MEASURED, f"{step.optimizer}.step() made {step.parameter} non-finite: {step.evidence.text}")
-        c.summary += f" {step.optimizer}'s step made them so: {step.evidence.text.split(';')[0]}."
+        c.summary += f" {step.optimizer}'s step{when} made them so: {step.evidence.text.split(';')[0]}."
         c.fix = f"{step.condition.fix_text(where=step.where())}; then reload the last finite checkpoint"
     if f.optimizer_state:
         shown = "; ".join(f.optimizer_state[:3]) + ("; ..." if len(f.optimizer_state) > 3 else "")

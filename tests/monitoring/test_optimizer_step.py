@@ -66,6 +66,8 @@ def test_float16_adam_is_warned_before_the_nan_and_its_step_is_the_verdict(tmp_p
     assert verdict.cause == "nonfinite_parameter"
     assert verdict.root.parameter in ("0.weight", "0.bias") and verdict.root.evidence.startswith("Adam.step(): ")
     assert verdict.root.step == 0 and "the update ratio of step 0 was nan" in verdict.root.evidence
+    assert "Adam's step (step 0) made them so: eps 1e-08" in verdict.summary  # one sentence, not two
+    assert "They were written by" not in verdict.summary
     line = next(e for e in verdict.evidence if "Adam.step() made" in e)
     bad = int(line.split(" of the ")[1].split()[0])
     assert f"{bad} of the {bad} non-finite values sit where exp_avg_sq is 0" in line  # every one of them
