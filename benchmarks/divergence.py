@@ -71,7 +71,13 @@ class Run:
     expect: str = "training_divergence"  # the cause a diverging run should get
     family: str = ""  # what kind of failure (or of healthy run) it stands for, for the per-family table
     near_limit: bool = False  # stays finite, but only just: its warnings are true, so they are not counted false
-
+    # the held-out sweep (benchmarks/divergence_heldout.py) varies these too; the fixed sweep keeps the defaults
+    width: int = 32
+    act: str = "tanh"  # "tanh" | "gelu"
+    momentum: float = 0.0
+    seed: int = 0  # the weights' initialisation
+    data_seed: int = 1
+    batch: int | None = None  # None: the same 64 samples every step; else minibatches of 512 samples
 
 
 _OVERFLOW = "dtype_overflow"
@@ -152,21 +158,23 @@ class Outcome:
 
 
 def _model(run: Run) -> nn.Module:
-    layers: list[nn.Module] = [nn.Linear(16, 32), nn.Tanh()]
+    act = nn.GELU if run.act == "gelu" else nn.Tanh
+    layers: list[nn.Module] = [nn.Linear(16, run.width), act()]
     for _ in range(run.depth - 1):
-        layers += [nn.Linear(32, 32), nn.Tanh()]
-    return nn.Sequential(*layers, nn.Linear(32, 1))
+        layers += [nn.Linear(run.width, run.width), act()]
+    return nn.Sequential(*layers, nn.Linear(run.width, 1))
 
 
 def train(run: Run, out_dir: Path) -> Outcome:
-    torch.manual_seed(0)
+    torch.manual_seed(run.seed)
     model = _model(run)
-    gen = torch.Generator().manual_seed(1)
-    x, y = torch.randn(64, 16, generator=gen), torch.randn(64, 1, generator=gen) * run.target
+    gen = torch.Generator().manual_seed(run.data_seed)
+    n = 64 if run.batch is None else 512
+    data_x, data_y = torch.randn(n, 16, generator=gen), torch.randn(n, 1, generator=gen) * run.target
     if run.half:
-        model, x, y = model.half(), x.half(), y.half()
+        model, data_x, data_y = model.half(), data_x.half(), data_y.half()
     opt: torch.optim.Optimizer = (torch.optim.Adam(model.parameters(), lr=run.lr) if run.adam
-                                  else torch.optim.SGD(model.parameters(), lr=run.lr))
+                                  else torch.optim.SGD(model.parameters(), lr=run.lr, momentum=run.momentum))
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40) if run.scaler else None
     out = Outcome(run.name, run.diverges, 0, expect=run.expect, family=run.family, near_limit=run.near_limit)
     losses: list[float] = []
@@ -176,6 +184,10 @@ def train(run: Run, out_dir: Path) -> Outcome:
         with monitor(model, out_dir=out_dir, on_nonfinite="dump", optimizer=opt, scaler=scaler,
                      run_name=re.sub(r"\W+", "-", run.name), time_budget=None) as mon:
             for step in range(run.steps):
+                x, y = data_x, data_y
+                if run.batch is not None:
+                    pick = torch.randint(0, n, (run.batch,), generator=gen)
+                    x, y = data_x[pick], data_y[pick]
                 for group in opt.param_groups:
                     group["lr"] = (run.jump[1] if run.jump and step >= run.jump[0] else
                                    1.2 if run.spike is not None and step == run.spike else run.lr)
