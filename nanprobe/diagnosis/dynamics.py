@@ -22,6 +22,8 @@ SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
 """History keys whose exponential growth means divergence."""
 ONSET_SIGNALS = ("grad_norm", "loss", "output_absmax")
 """The signals whose growth dates the onset (the update ratio also steps up when the learning rate does)."""
+CLIPPED = 0.999
+"""A ``clip_ratio`` below this (the gradient norm the optimizer used over the norm after backward): clipped."""
 LR_LEAD = 30
 """A learning-rate increase at most this many steps before the growth is taken as where it began."""
 
@@ -191,6 +193,7 @@ class Divergence:
     fastest: str | None = None  # a layer or parameter group that stands out
     fastest_evidence: str | None = None
     loss_scale_falling: bool = False
+    clipped: tuple[int, float] | None = None  # the last step whose gradients were clipped: (step, clip ratio)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -203,7 +206,11 @@ class Divergence:
             parts.append(f"the learning rate in effect was {self.lr:.3g}: lower it (by 10x or more) or warm it up")
         else:
             parts.append("lower the learning rate (by 10x or more) or warm it up")
-        if self.clip_at is not None:
+        if self.clipped is not None:
+            parts.append(f"the gradients were already clipped (step {self.clipped[0]} used {self.clipped[1]:.2g} of "
+                         "their norm): clipping did not hold the run, the step size did not come from the gradient's "
+                         "size alone")
+        elif self.clip_at is not None:
             parts.append(f"clip gradients at about {self.clip_at:.3g} (the norm of the healthy steps): "
                          f"torch.nn.utils.clip_grad_norm_(model.parameters(), {self.clip_at:.3g})")
         if dtype == "float16" or self.loss_scale_falling:
@@ -228,7 +235,13 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     dated = [g.onset for g in growths if g.signal in ONSET_SIGNALS] or [g.onset for g in growths]
     onset = _left_floor(history, loss) if loss is not None else min(dated)
     found = Divergence(growths=sorted(growths, key=lambda g: -g.decades), onset=onset)
-    raised = _lr_raised(history, onset)
+    later = _lr_raised_later(history, onset)
+    if later is not None:
+        step, before, after = later
+        found.onset = step
+        found.notes.append(f"the learning rate rose from {before:.3g} to {after:.3g} at step {step}; the loss had "
+                           "not risen before it")
+    raised = _lr_raised(history, onset) if later is None else None
     if raised is not None:
         step, before, after = raised
         found.onset = step
@@ -238,6 +251,8 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     healthy = [v for s, v in series(history, "grad_norm") if s <= onset]
     if healthy:
         found.clip_at = sorted(healthy)[len(healthy) // 2]
+    clipped = [(s, v) for s, v in series(history, "clip_ratio") if v < CLIPPED]
+    found.clipped = clipped[-1] if clipped else None
     scales = [v for _, v in series(history, "loss_scale")]
     found.loss_scale_falling = len(scales) >= 4 and scales[-1] < scales[0] / 8
     found.fastest, found.fastest_evidence = _fastest(layer_history, param_history, onset)
@@ -269,6 +284,27 @@ def _lr_raised(history: Sequence[Mapping[str, Any]], onset: int) -> tuple[int, f
             found = (step, previous, lr)
         previous = lr
     return found
+
+
+def _lr_raised_later(history: Sequence[Mapping[str, Any]], onset: int) -> tuple[int, float, float] | None:
+    """The first learning-rate increase (by at least 1.5x) after ``onset`` when the loss had not risen before
+    it (the median of the 5 losses before it at most twice the median of the 5 up to ``onset``): a noisy loss,
+    minibatch by minibatch, can put the fitted onset long before the increase that started the growth."""
+    losses = series(history, "loss")
+    floor = [v for s, v in losses if s <= onset][-5:]
+    previous: float | None = None
+    for step, lr in series(history, "lr"):
+        if step > onset and previous is not None and lr >= 1.5 * previous:
+            before = [v for s, v in losses if s < step][-5:]
+            if floor and before and _median(before) <= 2 * _median(floor):
+                return step, previous, lr
+            return None
+        previous = lr
+    return None
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def _value_at(history: Sequence[Mapping[str, Any]], key: str, step: int) -> float | None:

@@ -111,6 +111,7 @@ class Monitor:
         self._pending: list[Detected] = []
         self._warned_internal = False
         self._dtype: torch.dtype | None = None
+        self._loss_dtype: torch.dtype | None = None  # the loss tensor's: float32 when float16 outputs meet float32
         self._watcher = Watcher(self._on_call, capture_rng=True, check_outputs=False)
         self._undo: list[Callable[[], None]] = []
         # set by a framework's callback (attach_framework)
@@ -187,6 +188,8 @@ class Monitor:
         self.signals.attach(optimizer, scaler)
         if new:
             self._hazard = hazard_message(optimizer_findings(optimizer, _unwrap(self.model)))
+            # clipping bounds a step that follows the gradient (SGD's); Adam's is about lr per value either way
+            self.watch.clipping_bounds_steps = isinstance(optimizer, torch.optim.SGD)
 
     @property
     def bundles(self) -> list[Path]:
@@ -238,6 +241,8 @@ class Monitor:
         """Check a loss (and log it); returns it unchanged, so ``mon.check_loss(loss).backward()`` works.
         One host read, which also gives the logged value."""
         value = scalar(loss)
+        if isinstance(loss, torch.Tensor) and loss.is_floating_point():
+            self._loss_dtype = loss.dtype
         self.history.log(self._step, {"loss": value})
         if value is not None and not _finite(value):
             kind = "nan" if value != value else "inf"
@@ -338,11 +343,11 @@ class Monitor:
             if len(rows) == 2 and rows[0].get("step") == self._step - 1:
                 late = {k: v for k, v in rows[0].items() if k in READ_LATE and isinstance(v, float)}
                 if late:
-                    found += self.watch.update(self._step - 1, late, self._dtype)
+                    found += self.watch.update(self._step - 1, late, self._dtype, self._loss_dtype)
                 if rows[0].get("update_ratio") in _NONFINITE_TEXT:
                     self._broke()
             values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
-            found += self.watch.update(self._step, values, self._dtype)
+            found += self.watch.update(self._step, values, self._dtype, self._loss_dtype)
         for warning in found:
             self.warnings.append(warning)
             self._on_warning(warning)

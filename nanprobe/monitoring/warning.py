@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nanprobe.diagnosis.dynamics import Growth, Thresholds, fit_growth
+from nanprobe.diagnosis.dynamics import CLIPPED, Growth, Thresholds, fit_growth
 
 __all__ = ["ONLINE", "WINDOW", "EarlyWarning", "GrowthWatch", "narrow"]
 
@@ -37,9 +37,18 @@ HEADROOM_SHARE = 0.25
 """...or this share of the decades left between the window's smallest value and the dtype's max, when that is
 less (float16 overflows 4.8 decades above 1: a fixed 3 decades would warn too late)."""
 GRACE = 10
-"""No growth warning in a run's first steps: initial transients are not divergence."""
+"""A run's first steps: initial transients are not divergence, so growth there must rise ``GRACE_FACTOR`` times
+the usual decades to warn (a net whose outputs grow 60x per step from step 3 should not wait for step 10)."""
+GRACE_FACTOR = 2.0
+WEIGHT_GROWTH, WEIGHT_STEPS = 0.05, 2
+LOSS_RISE, RECENT = 0.5, 15
+"""The weights' norm growing 5% within 2 steps while the loss reaches a new high half a decade above its low
+of the last 15 steps: the run diverges (measured on the held-out sweep, benchmarks/divergence_heldout.py)."""
+# A step whose clip ratio is below CLIPPED was clipped. Clipping bounds each step of an optimizer whose step
+# follows the gradient (SGD, with or without momentum), so the weights grow at most linearly: growth seen then is
+# not projected (the dtype-headroom and loss-scale warnings still stand). Adam's step is about lr per value,
+# clipped or not.
 _GROWING = ("grad_norm", "loss", "output_absmax", "update_ratio")
-_IN_MODEL_DTYPE = ("loss", "output_absmax")  # norms and ratios are computed in float32 whatever the model's dtype
 _HEADROOM = {
     "output_absmax": ("the outputs", ""),
     "grad_absmax": ("the gradients", " (the backward computes in that dtype without a GradScaler: torch.amp.GradScaler"
@@ -78,10 +87,21 @@ class GrowthWatch:
         self._fired: set[str] = set()
         self._headroom: set[str] = set()  # the signals warned for nearing the dtype's max
         self._peak: dict[str, float] = {}  # per signal, the largest value before the window
+        self._clipped: int | None = None  # the last step whose gradients were clipped, while they still are
+        self.clipping_bounds_steps = False
+        """Whether the optimizer's step follows the gradient (SGD), so that clipping the gradient bounds it."""
 
-    def update(self, step: int, values: dict[str, float], dtype: torch.dtype | None = None) -> list[EarlyWarning]:
-        limit = float(torch.finfo(dtype).max) if dtype is not None and dtype.is_floating_point else None
+    def update(self, step: int, values: dict[str, float], dtype: torch.dtype | None = None,
+               loss_dtype: torch.dtype | None = None) -> list[EarlyWarning]:
+        """``dtype``: the model's compute dtype (its outputs'); ``loss_dtype``: the loss tensor's, when known (a
+        float16 model's loss is float32 as soon as it meets float32 targets)."""
+        limit = _max(dtype)
+        limits = {"output_absmax": limit, "loss": _max(loss_dtype) if loss_dtype is not None else limit}
         found: list[EarlyWarning] = []
+        clip = values.get("clip_ratio")
+        if clip is not None and math.isfinite(clip):
+            self._clipped = step if clip < CLIPPED else None
+        clipping = self.clipping_bounds_steps and self._clipped is not None and step - self._clipped <= 2
         for key in _GROWING:
             value = values.get(key)
             if value is None or not math.isfinite(value) or value == 0:
@@ -92,12 +112,16 @@ class GrowthWatch:
             elif len(points) == self._window:  # the oldest leaves the window: it joins the run's earlier peak
                 self._peak[key] = max(self._peak.get(key, 0.0), points[0][1])
             points.append((step, abs(value)))
-            thresholds = self._for(points, limit if key in _IN_MODEL_DTYPE else None)
-            if (key not in self._fired and step >= GRACE and abs(value) > self._peak.get(key, 0.0)
+            thresholds = self._for(points, limits.get(key), early=step < GRACE)
+            if (key not in self._fired and not clipping and abs(value) > self._peak.get(key, 0.0)
                     and self._steep(points, thresholds)):
                 growth = fit_growth(list(points), key, thresholds)
-                if growth is not None and (narrow(dtype) or not self._fitting(key, growth)):
-                    found.append(self._fire(step, key, growth, limit))
+                if (growth is not None and not _spike(points, growth)
+                        and (narrow(dtype) or not self._fitting(key, growth))):
+                    found.append(self._fire(step, key, growth, limits.get(key)))
+        weights = values.get("weight_norm")
+        if weights is not None and math.isfinite(weights) and weights > 0:
+            found += self._weights_grow(step, weights, clipping)
         for key, what in _HEADROOM.items():
             absmax = values.get(key)
             if (limit is not None and absmax is not None and key not in self._headroom
@@ -117,16 +141,41 @@ class GrowthWatch:
                                           "overflowing steps"))
         return found
 
-    def _for(self, points: deque[tuple[int, float]], limit: float | None) -> Thresholds:
-        """The thresholds for this window: fewer decades when the dtype's max is near."""
-        low = min(v for _, v in points)
-        if limit is None or low <= 0 or low >= limit:
-            return self.thresholds
-        room = math.log10(limit / low) * HEADROOM_SHARE
-        if room >= self.thresholds.min_decades:
-            return self.thresholds
+    def _weights_grow(self, step: int, weights: float, clipping: bool) -> list[EarlyWarning]:
+        """The weights' norm grows by :data:`WEIGHT_GROWTH` within :data:`WEIGHT_STEPS` steps while the loss
+        climbs to a new high, :data:`LOSS_RISE` decades above its recent low: the steps blow the weights up. (A
+        loss spike the run recovers from, the catapult of a large learning rate, shrinks them instead.)"""
+        norms = self._points.setdefault("weight_norm", deque(maxlen=WEIGHT_STEPS + 1))
+        if norms and norms[-1][0] >= step:
+            return []
+        norms.append((step, weights))
+        losses = [(s, v) for s, v in self._points.get("loss", ()) if step - RECENT <= s <= step]
+        if ("weight_norm" in self._fired or clipping or step < GRACE or len(norms) <= WEIGHT_STEPS
+                or norms[0][0] != step - WEIGHT_STEPS or not losses or losses[-1][0] != step):
+            return []
+        grown = weights / norms[0][1] - 1
+        low_step, low = min(losses, key=lambda p: p[1])
+        loss = losses[-1][1]
+        if grown < WEIGHT_GROWTH or loss < max(v for _, v in losses) or low <= 0 or loss < 10 ** LOSS_RISE * low:
+            return []
+        self._fired.add("weight_norm")
+        return [EarlyWarning(step, "weight_norm", f"the weights' norm grew {grown:.0%} in {WEIGHT_STEPS} steps (to "
+                             f"{weights:.3g} at step {step}) while the loss rose {math.log10(loss / low):.1f} decades "
+                             f"(from {low:.3g} at step {low_step} to {loss:.3g}): the optimizer's steps are blowing "
+                             "the weights up (a loss spike the run recovers from shrinks them instead)")]
+
+    def _for(self, points: deque[tuple[int, float]], limit: float | None, *, early: bool) -> Thresholds:
+        """The thresholds for this window: fewer decades when the dtype's max is near, more in the first steps."""
         t = self.thresholds
-        return Thresholds(min_slope=t.min_slope, min_steps=t.min_steps, min_decades=room, min_gain=t.min_gain)
+        decades = t.min_decades
+        low = min(v for _, v in points)
+        if limit is not None and 0 < low < limit:
+            decades = min(decades, math.log10(limit / low) * HEADROOM_SHARE)
+        if early:
+            decades *= GRACE_FACTOR
+        if decades == t.min_decades:
+            return t
+        return Thresholds(min_slope=t.min_slope, min_steps=t.min_steps, min_decades=decades, min_gain=t.min_gain)
 
     def _fitting(self, key: str, growth: Growth) -> bool:
         """Whether the loss fell while ``key`` grew: the model is fitting its data (outputs growing towards
@@ -146,10 +195,27 @@ class GrowthWatch:
 
     def _fire(self, step: int, key: str, growth: Growth, limit: float | None) -> EarlyWarning:
         self._fired.add(key)
-        if key not in _IN_MODEL_DTYPE:
+        if limit is None:  # norms and ratios are float32 whatever the model computes in
             limit = float(torch.finfo(torch.float32).max)
-        projected = growth.projected_overflow(limit) if limit is not None else None
+        projected = growth.projected_overflow(limit)
         message = f"{growth.describe()}"
         if projected is not None:
             message += f"; at this rate it reaches the dtype's max {limit:.3g} at about step {projected}"
         return EarlyWarning(step, key, message, growth, projected)
+
+
+def _max(dtype: torch.dtype | None) -> float | None:
+    return float(torch.finfo(dtype).max) if dtype is not None and dtype.is_floating_point else None
+
+
+SUSTAINED = 0.5
+"""Growth is sustained when at least this share of its decades came before the newest value: a single step that
+jumps by decades (a loss spike, which the next step often takes back) is not a rate to project."""
+
+
+def _spike(points: deque[tuple[int, float]], growth: Growth) -> bool:
+    before = [v for s, v in points if growth.onset <= s < growth.last]
+    start = next((v for s, v in points if s == growth.onset), None)
+    if not before or start is None or start <= 0 or growth.decades <= 0:
+        return False
+    return math.log10(max(before) / start) < SUSTAINED * growth.decades

@@ -17,9 +17,10 @@ from nanprobe.monitoring import monitor
 def train_under_monitor(out_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                         y: torch.Tensor, steps: int, *, autocast: bool = False,
                         scaler: torch.amp.GradScaler | None = None, quiet: bool = False,
-                        **monitor_kwargs: Any) -> tuple[Any, list[float]]:
+                        clip: float | None = None, **monitor_kwargs: Any) -> tuple[Any, list[float]]:
     """MSE steps (the forward and loss under CPU autocast float16 when ``autocast``) until ``steps`` or the
     first non-finite loss; ``on_nonfinite="dump"`` unless given. ``quiet``: nanprobe's warnings silenced.
+    ``clip``: the gradients' norm is clipped to it after ``after_backward`` (unscaled first with a scaler).
     Returns the monitor and the losses."""
     losses: list[float] = []
     monitor_kwargs.setdefault("on_nonfinite", "dump")
@@ -37,6 +38,10 @@ def train_under_monitor(out_dir: Path, model: nn.Module, opt: torch.optim.Optimi
                 opt.zero_grad()
                 (scaler.scale(loss) if scaler is not None else loss).backward()
                 mon.after_backward()
+                if clip is not None:
+                    if scaler is not None:
+                        scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 if scaler is not None:
                     scaler.step(opt)
                     scaler.update()

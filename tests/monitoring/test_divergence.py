@@ -76,9 +76,9 @@ def test_on_warning_dump_writes_an_early_bundle(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mon, _ = _train(0.9, tmp_path, on_warning="dump")
-    early = sorted(p for p in tmp_path.iterdir() if p.name.endswith("-warning"))
+    early = [load_bundle(p).report for p in tmp_path.iterdir() if p.name.endswith("-warning")]
     assert early, list(tmp_path.iterdir())
-    report = load_bundle(early[0]).report
+    report = min(early, key=lambda r: r.warning.step if r.warning is not None else math.inf)
     assert report.status == "clean" and report.warning is not None and report.warning.projected_step is not None
     assert report.warning.step == mon.warnings[0].step  # type: ignore[attr-defined]
 
@@ -145,10 +145,11 @@ def test_the_update_ratio_read_back_a_step_late_still_reaches_the_early_warning(
     seen: dict[int, float] = {}
     update = GrowthWatch.update
 
-    def spy(self: GrowthWatch, step: int, values: dict[str, float], dtype: torch.dtype | None = None) -> list:
+    def spy(self: GrowthWatch, step: int, values: dict[str, float], dtype: torch.dtype | None = None,
+            loss_dtype: torch.dtype | None = None) -> list:
         if "update_ratio" in values:
             seen[step] = values["update_ratio"]
-        return update(self, step, values, dtype)
+        return update(self, step, values, dtype, loss_dtype)
 
     monkeypatch.setattr(GrowthWatch, "update", spy)
     mon, losses = _train(0.05, tmp_path, steps=20)
