@@ -187,3 +187,18 @@ def test_without_a_loss_in_the_outputs_the_logged_loss_lands_at_its_own_step(tmp
     for step, row in logged.items():
         assert history[step]["loss"] == pytest.approx(row["loss"], rel=1e-5)
         assert "output_absmax" in history[step]  # the same step's record, not a new one
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.01, 0.0])
+def test_the_trainers_clipping_is_measured_as_the_clip_ratio(tmp_path: Path, max_grad_norm: float) -> None:
+    """The Trainer clips after the backward the monitor reads and before the optimizer's step: each step's
+    clip ratio is max_grad_norm / its gradient norm (clipping at 0 is off: 1)."""
+    callback = NanprobeCallback(tmp_path / "bundles")
+    run = trainer(tiny_bert(), [callback], 4, str(tmp_path / "out"), max_grad_norm=max_grad_norm)
+    run.train()
+    rows = {row["step"]: row for row in callback.monitor.history.tail()}
+    ratios = {step: row["clip_ratio"] for step, row in rows.items() if "clip_ratio" in row}
+    assert sorted(ratios) == [0, 1, 2]  # the last step's is read back with a next step that never comes
+    for step, ratio in ratios.items():
+        expected = max_grad_norm / rows[step]["grad_norm"] if max_grad_norm else 1.0
+        assert ratio == pytest.approx(expected, rel=5e-3), (step, ratio, rows[step]["grad_norm"])
