@@ -208,8 +208,7 @@ class Divergence:
             parts.append("lower the learning rate (by 10x or more) or warm it up")
         if self.clipped is not None:
             parts.append(f"the gradients were already clipped (step {self.clipped[0]} used {self.clipped[1]:.2g} of "
-                         "their norm): clipping did not hold the run, the step size did not come from the gradient's "
-                         "size alone")
+                         "their norm), and clipping did not hold this run")
         elif self.clip_at is not None:
             parts.append(f"clip gradients at about {self.clip_at:.3g} (the norm of the healthy steps): "
                          f"torch.nn.utils.clip_grad_norm_(model.parameters(), {self.clip_at:.3g})")

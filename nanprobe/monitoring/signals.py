@@ -10,9 +10,9 @@
 * around ``optimizer.step()`` (hooks on the optimizer): the learning rate and the update-to-weight ratio,
   estimated on a fixed strided sample of each parameter (at most :data:`SAMPLE` values), so no copy of
   the weights is ever held (``weight_norm`` is that sample's norm after the step: its growth between steps is
-  the weights'); and the clip ratio, the norm of the gradients the step uses over their norm after
-  backward (the same strided sample of each gradient, both unscaled): below 1 when something between the two
-  clipped them (``clip_grad_norm_``, a framework's ``gradient_clip_val``/``max_grad_norm``).
+  the weights'); and the clip ratio, the norm of the largest gradient as the step uses it over its norm after
+  backward (the same strided sample, both unscaled): below 1 when something between the two clipped them
+  (``clip_grad_norm_``, a framework's ``gradient_clip_val``/``max_grad_norm``).
 
 Device-side values that are not needed at once (the update ratio) wait in a queue and travel with the next
 read-back: no extra device sync per step.
@@ -69,7 +69,8 @@ class Signals:
         self._hooks: list[RemovableHandle] = []
         self._queued: list[tuple[int, str, torch.Tensor]] = []
         self._before: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._at_backward: tuple[int, torch.Tensor] | None = None  # (step, sampled gradient norm, unscaled)
+        self._at_backward: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (step, parameter, its sampled
+        # gradient norm after backward, unscaled)
         self._depth, self._depth_step = 0, -1  # nesting of the optimizer's step hooks, and the step it began at
         self._step = 0
 
@@ -162,11 +163,13 @@ class Signals:
             self.param_history.append(row)
         if scale_value is not None:
             record["loss_scale"] = scale_value
-        if finite and self.optimizer is not None:
-            sample = self._grad_sample()
+        if finite and self.optimizer is not None:  # the clip ratio follows the largest gradient (norm clipping
+            # scales every gradient alike; value clipping cuts the largest first)
+            largest = named[max(range(n), key=lambda i: per_param[i])][1]
+            sample = _grad_sample(largest)
             if sample is not None:
                 divisor = scale if scale is not None and not self._unscaled() else None
-                self._at_backward = (step, sample if divisor is None else sample / divisor.to(sample.device))
+                self._at_backward = (step, largest, sample if divisor is None else sample / divisor.to(sample.device))
         skipped = not finite and scale_value is not None and self._scaler_enabled()
         if skipped:
             record["scaler_skipped"] = 1.0
@@ -229,21 +232,6 @@ class Signals:
                     flat = p.detach().reshape(-1)
                     yield flat[:: max(1, flat.numel() // SAMPLE)]
 
-    def _grad_sample(self) -> torch.Tensor | None:
-        """The float32 norm of a strided sample of the attached optimizer's gradients (the same positions every
-        time, so two of them compare), as a device scalar."""
-        views = []
-        for group in getattr(self.optimizer, "param_groups", None) or []:
-            for p in group.get("params", []):
-                grad = getattr(p, "grad", None)
-                if isinstance(grad, torch.Tensor) and grad.numel() and not grad.is_sparse:
-                    flat = grad.detach().reshape(-1)
-                    views.append(flat[:: max(1, flat.numel() // SAMPLE)])
-        if not views:
-            return None
-        device = views[0].device
-        return torch.linalg.vector_norm(torch.stack([n.to(device) for n in _norms(views)]))
-
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         # a subclass whose step() calls super().step() runs the hooks once per patched class, nested: only the
         # outermost pair measures, so that the ratio covers everything the user's step() did
@@ -253,16 +241,24 @@ class Signals:
             return
         self.log_lr(self._step)
         self._before = [(view, view.clone()) for view in self._sampled()]
+        self._clip_ratio()  # with a closure (Lightning) the backward comes later: measured after the step
+
+    def _clip_ratio(self) -> None:
+        """Queue the clip ratio when this step's backward was read (the gradients now are what the step uses)."""
         at_backward, self._at_backward = self._at_backward, None
-        if at_backward is not None and at_backward[0] == self._step:  # not with a closure: no backward yet
-            now = self._grad_sample()
+        if at_backward is not None and at_backward[0] == self._step:
+            step, param, then = at_backward
+            now = _grad_sample(param)
             if now is not None:
-                self._queued.append((self._step, "clip_ratio", now / at_backward[1].clamp_min(1e-30)))
+                self._queued.append((step, "clip_ratio", now / then.clamp_min(1e-30)))
 
     def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._depth -= 1
         if self._depth > 0:
             return
+        if not _writes_grads(optimizer):  # SGD with Nesterov momentum adds into .grad during step()
+            self._clip_ratio()
+        self._at_backward = None
         before, self._before = self._before, []
         if not before:
             return
@@ -273,6 +269,20 @@ class Signals:
         size = torch.linalg.vector_norm(torch.stack(_norms(news)))
         self._queued.append((self._step, "update_ratio", delta / size.clamp_min(1e-15)))  # READ_LATE, as are these
         self._queued.append((self._step, "weight_norm", size))
+
+
+def _grad_sample(param: torch.Tensor) -> torch.Tensor | None:
+    """The float32 norm of a strided sample of ``param``'s gradient (the same positions every time, so two of
+    them compare), as a device scalar."""
+    grad = getattr(param, "grad", None)
+    if not isinstance(grad, torch.Tensor) or not grad.numel() or grad.is_sparse:
+        return None
+    flat = grad.detach().reshape(-1)
+    return torch.linalg.vector_norm(flat[:: max(1, flat.numel() // SAMPLE)], dtype=torch.float32)
+
+
+def _writes_grads(optimizer: Any) -> bool:
+    return any(group.get("nesterov") for group in getattr(optimizer, "param_groups", None) or [])
 
 
 def _norms(tensors: list[torch.Tensor], order: float = 2) -> list[torch.Tensor]:

@@ -200,3 +200,18 @@ def test_every_training_step_has_its_update_ratio_also_across_validation(tmp_pat
     assert sorted(rows) == list(range(15))
     missing = [step for step, row in rows.items() if not 0 < row.get("update_ratio", 0) < 0.1]
     assert missing == []
+
+
+def test_the_trainers_gradient_clipping_is_measured_as_the_clip_ratio(tmp_path: Path) -> None:
+    """Lightning clips inside the optimizer's closure, after the backward the monitor reads: each step's clip
+    ratio is gradient_clip_val / its gradient norm, measured after the step (the closure ran inside it)."""
+    callback = NanprobeCallback(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer([callback], 5, gradient_clip_val=0.01).fit(
+            LitRegression(lambda params: torch.optim.SGD(params, lr=1e-2)), regression_loader(40))
+    rows = {row["step"]: row for row in callback.monitor.history.tail()}
+    ratios = {step: row["clip_ratio"] for step, row in rows.items() if "clip_ratio" in row}
+    assert sorted(ratios) == [0, 1, 2, 3]  # the last step's is read back with a next step that never comes
+    for step, ratio in ratios.items():
+        assert ratio == pytest.approx(0.01 / rows[step]["grad_norm"], rel=5e-3), (step, ratio)
