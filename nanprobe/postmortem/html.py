@@ -101,6 +101,7 @@ def layer_plot_png(layers: Sequence[Mapping[str, Any]], root: str | None = None)
 
 HISTORY_SERIES = (("loss", "loss", "#2c7fb8"), ("grad_norm", "gradient norm", "#27ae60"),
                   ("output_absmax", "output |max|", "#8e44ad"), ("update_ratio", "update / weight", "#d35400"),
+                  ("weight_norm", "weights' norm", "#16a085"), ("clip_ratio", "clip ratio", "#c0392b"),
                   ("loss_scale", "loss scale", "#7f8c8d"), ("lr", "learning rate", "#34495e"))
 
 

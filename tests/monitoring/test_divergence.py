@@ -114,7 +114,8 @@ def test_the_html_report_plots_the_history_on_log_scales_with_the_onset_marked(t
     onset = report.verdict.root.step
     fig = history_figure(report.history, report.step, onset=onset, warned=mon.warnings[0].step)  # type: ignore[attr-defined]
     panels = {ax.get_title(): ax for ax in fig.axes}
-    assert {"loss", "gradient norm", "output |max|", "update / weight", "learning rate"} <= set(panels)
+    assert {"loss", "gradient norm", "output |max|", "update / weight", "weights' norm", "clip ratio",
+            "learning rate"} <= set(panels)
     assert panels["loss"].get_yscale() == "log" and panels["gradient norm"].get_yscale() == "log"
     marks = {line.get_label(): line.get_xdata()[0] for line in panels["loss"].get_lines()
              if line.get_label() in ("failing step", "divergence onset", "early warning")}
