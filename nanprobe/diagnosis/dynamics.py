@@ -24,6 +24,8 @@ ONSET_SIGNALS = ("grad_norm", "loss", "output_absmax")
 """The signals whose growth dates the onset (the update ratio also steps up when the learning rate does)."""
 CLIPPED = 0.999
 """A ``clip_ratio`` below this (the gradient norm the optimizer used over the norm after backward): clipped."""
+WEIGHTS_GREW = 1.25
+"""The weights' norm (the monitor's ``weight_norm``) this many times its value at the onset: named as evidence."""
 LR_LEAD = 30
 """A learning-rate increase at most this many steps before the growth is taken as where it began."""
 
@@ -250,6 +252,11 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     healthy = [v for s, v in series(history, "grad_norm") if s <= onset]
     if healthy:
         found.clip_at = sorted(healthy)[len(healthy) // 2]
+    weights = series(history, "weight_norm")
+    at_onset = [(s, v) for s, v in weights if s <= found.onset][-1:] or weights[:1]
+    if at_onset and weights[-1][1] >= WEIGHTS_GREW * at_onset[0][1]:
+        found.notes.append(f"the weights' norm grew from {at_onset[0][1]:.3g} (step {at_onset[0][0]}) to "
+                           f"{weights[-1][1]:.3g} (step {weights[-1][0]}): the optimizer's steps blew them up")
     clipped = [(s, v) for s, v in series(history, "clip_ratio") if v < CLIPPED]
     found.clipped = clipped[-1] if clipped else None
     scales = [v for _, v in series(history, "loss_scale")]

@@ -161,3 +161,16 @@ def test_the_fix_does_not_suggest_clipping_a_run_that_was_clipped() -> None:
     assert clipped is not None and clipped.clipped == (43, pytest.approx(0.3))
     fix = clipped.fix()
     assert "clip gradients at about" not in fix and "already clipped (step 43 used 0.3 of their norm)" in fix
+
+
+def test_the_weights_norm_growing_since_the_onset_is_named_as_evidence() -> None:
+    losses = [1.0] * 30 + [10 ** (0.3 * k) for k in range(1, 15)]
+    rows = _history(losses, [0.1] * 44)
+    for row in rows:
+        row["weight_norm"] = 5.0 if row["step"] <= 30 else 5.0 * 1.2 ** (row["step"] - 30)
+    found = analyze(rows)
+    assert found is not None and found.onset == 29  # the last step on the loss's floor
+    assert any(note.startswith("the weights' norm grew from 5 (step 29) to 53.5 (step 43)") for note in found.notes)
+    for row in rows:
+        row["weight_norm"] = 5.0
+    assert not any("weights' norm" in note for note in analyze(rows).notes)  # type: ignore[union-attr]
