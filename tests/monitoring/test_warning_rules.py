@@ -44,12 +44,19 @@ def test_the_clip_ratio_is_the_share_of_the_gradient_norm_the_step_used(tmp_path
 
 
 def test_the_weight_norm_is_recorded_after_each_step(tmp_path: Path) -> None:
-    net = _net()
-    mon, _ = train_under_monitor(tmp_path, net, torch.optim.SGD(net.parameters(), lr=0.1), torch.randn(16, 8),
-                                 torch.randn(16, 1), 5, quiet=True)
-    norms = _rows(mon, "weight_norm")
-    assert sorted(norms) == [0, 1, 2, 3]  # the last step's is read back with a next step that never comes
-    assert all(math.isfinite(v) and v > 0 for v in norms.values())
+    """Every parameter here has fewer than 1024 values, so the sample is all of them: with lr 0 the recorded norm
+    is the weights' norm; with lr 0.1 it moves."""
+    for lr in (0.0, 0.1):
+        net = _net()
+        full = float(torch.linalg.vector_norm(torch.cat([p.detach().reshape(-1) for p in net.parameters()])))
+        mon, _ = train_under_monitor(tmp_path / str(lr), net, torch.optim.SGD(net.parameters(), lr=lr),
+                                     torch.randn(16, 8), torch.randn(16, 1), 5, quiet=True)
+        norms = _rows(mon, "weight_norm")
+        assert sorted(norms) == [0, 1, 2, 3]  # the last step's is read back with a next step that never comes
+        if lr == 0.0:
+            assert all(v == pytest.approx(full, rel=1e-6) for v in norms.values()), (norms, full)
+        else:
+            assert all(math.isfinite(v) for v in norms.values()) and norms[3] != pytest.approx(full, rel=1e-6)
 
 
 def _growth(watch: GrowthWatch, steps: range, clip: float | None = None) -> list[str]:
