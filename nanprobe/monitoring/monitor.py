@@ -110,6 +110,7 @@ class Monitor:
         self._last: StepCall | None = None
         self._pending: list[Detected] = []
         self._warned_internal = False
+        self._warned_signals = False  # nanprobe's own failure in the optimizer's step hooks was warned about
         self._dtype: torch.dtype | None = None
         self._loss_dtype: torch.dtype | None = None  # the loss tensor's: float32 when float16 outputs meet float32
         self._watcher = Watcher(self._on_call, capture_rng=True, check_outputs=False)
@@ -348,6 +349,11 @@ class Monitor:
                     self._broke()
             values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
             found += self.watch.update(self._step, values, self._dtype, self._loss_dtype)
+        if self.signals.errors and not self._warned_signals:
+            self._warned_signals = True
+            warnings.warn(f"nanprobe could not measure part of a training step (the run goes on; what it could not "
+                          f"measure is missing from the history): {self.signals.errors[0]}", MonitorWarning,
+                          stacklevel=3)
         for warning in found:
             self.warnings.append(warning)
             self._on_warning(warning)

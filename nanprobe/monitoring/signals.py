@@ -72,6 +72,7 @@ class Signals:
         self._at_backward: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (step, parameter, its sampled
         # gradient norm after backward, unscaled)
         self._depth, self._depth_step = 0, -1  # nesting of the optimizer's step hooks, and the step it began at
+        self.errors: list[str] = []  # nanprobe's own failures inside the optimizer's step hooks (the first 3)
         self._step = 0
 
     # -- attaching -----------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ class Signals:
         pre = getattr(optimizer, "register_step_pre_hook", None)
         post = getattr(optimizer, "register_step_post_hook", None)
         if callable(pre) and callable(post):
-            self._hooks += [pre(self._before_step), post(self._after_step)]
+            self._hooks += [pre(self._guarded(self._before_step)), post(self._guarded(self._after_step))]
 
     def detach_optimizer(self) -> None:
         while self._hooks:
@@ -166,10 +167,7 @@ class Signals:
         if finite and self.optimizer is not None:  # the clip ratio follows the largest gradient (norm clipping
             # scales every gradient alike; value clipping cuts the largest first)
             largest = named[max(range(n), key=lambda i: per_param[i])][1]
-            sample = _grad_sample(largest)
-            if sample is not None:
-                divisor = scale if scale is not None and not self._unscaled() else None
-                self._at_backward = (step, largest, sample if divisor is None else sample / divisor.to(sample.device))
+            self._guarded(self._sample_at_backward)(step, largest, scale)
         skipped = not finite and scale_value is not None and self._scaler_enabled()
         if skipped:
             record["scaler_skipped"] = 1.0
@@ -231,6 +229,25 @@ class Signals:
                 if isinstance(p, torch.Tensor) and p.requires_grad and p.numel():
                     flat = p.detach().reshape(-1)
                     yield flat[:: max(1, flat.numel() // SAMPLE)]
+
+    def _sample_at_backward(self, step: int, param: torch.Tensor, scale: torch.Tensor | None) -> None:
+        sample = _grad_sample(param)
+        if sample is not None:
+            divisor = scale if scale is not None and not self._unscaled() else None
+            self._at_backward = (step, param, sample if divisor is None else sample / divisor.to(sample.device))
+
+    def _guarded(self, hook: Any) -> Any:
+        """``hook`` run inside the user's ``optimizer.step()`` (or ``after_backward``): nanprobe's own failure there
+        never becomes the user's. That step's measurements are dropped and the error kept (:attr:`errors`, the
+        first 3)."""
+        def run(*args: Any) -> None:
+            try:
+                hook(*args)
+            except Exception as error:  # anything raised here is nanprobe's, not the run's
+                self._before, self._at_backward, self._depth = [], None, 0
+                if len(self.errors) < 3:
+                    self.errors.append(f"{hook.__name__}: {type(error).__name__}: {error}")
+        return run
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         # a subclass whose step() calls super().step() runs the hooks once per patched class, nested: only the

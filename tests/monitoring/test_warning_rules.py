@@ -181,3 +181,38 @@ def test_the_weights_norm_growing_since_the_onset_is_named_as_evidence() -> None
     for row in rows:
         row["weight_norm"] = 5.0
     assert not any("weights' norm" in note for note in analyze(rows).notes)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("where", ["after_backward", "optimizer_step"])
+def test_a_failure_inside_the_step_measurements_is_nanprobes_not_the_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """nanprobe's own measurement raises at every step, after backward (the clip ratio's gradient sample) or in
+    the optimizer's step hooks (the update ratio's weight sample): training goes on bitwise as the bare run, one
+    MonitorWarning says so, and what could not be measured is missing."""
+    import nanprobe.monitoring.signals as signals
+    from nanprobe.monitoring.monitor import MonitorWarning
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("sample failed")
+
+    x, y = torch.randn(16, 8, generator=torch.Generator().manual_seed(2)), torch.randn(16, 1)
+    bare = _net()
+    opt = torch.optim.SGD(bare.parameters(), lr=0.1)
+    for _ in range(4):
+        opt.zero_grad()
+        ((bare(x) - y) ** 2).mean().backward()
+        opt.step()
+    if where == "after_backward":
+        monkeypatch.setattr(signals, "_grad_sample", broken)
+    else:
+        monkeypatch.setattr(signals.Signals, "_sampled", broken)
+    net = _net()
+    with pytest.warns(MonitorWarning, match="could not measure part of a training step.*sample failed") as caught:
+        mon, losses = train_under_monitor(tmp_path, net, torch.optim.SGD(net.parameters(), lr=0.1), x, y, 4)
+    assert len(losses) == 4 and all(math.isfinite(v) for v in losses)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), bare.parameters()))
+    assert sum("could not measure" in str(w.message) for w in caught) == 1
+    hook = "_sample_at_backward" if where == "after_backward" else "_before_step"
+    assert mon.signals.errors[0] == f"{hook}: RuntimeError: sample failed"  # type: ignore[attr-defined]
+    assert _rows(mon, "clip_ratio") == {}
+    assert (_rows(mon, "update_ratio") == {}) == (where == "optimizer_step")
