@@ -108,7 +108,7 @@ def table(summary: dict[str, Any], runs: int, seed: int) -> str:
     for family, f in s["families"].items():
         lines.append(f"| {family} | {f['diverging_runs']} | {f['warned_5_ahead']:.0%} "
                      f"({f['warned_5_ahead_failing_after_15']:.0%} of {f['failing_after_15']}) | "
-                     f"{f['median_lead_steps']} | {f['healthy_runs']} |")
+                     f"{'-' if f['median_lead_steps'] is None else f['median_lead_steps']} | {f['healthy_runs']} |")
     lines += ["", f"- early warning at least 5 steps ahead: **{s['warned_5_ahead']:.0%}** of {s['diverging_runs']} "
                   f"diverging runs; **{s['warned_5_ahead_failing_after_15']:.0%}** of the {s['failing_after_15']} "
                   f"that fail after step 15 (median lead {s['median_lead_steps']} steps)",
