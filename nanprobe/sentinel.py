@@ -92,21 +92,18 @@ def _bad_rows(t: torch.Tensor) -> list[int]:
 
 def check_parameters(model: nn.Module) -> FiniteCheck:
     """Finiteness of every parameter; ``paths`` are parameter names."""
-    named = list(model.named_parameters())
-    bad = nonfinite_tensors(named)  # type: ignore[arg-type]
-    if not bad:
-        return CLEAN
-    params = dict(named)
-    any_nan = any(bool(torch.isnan(params[n]).any()) for n in bad)
-    return FiniteCheck(nonfinite=True, kind="nan" if any_nan else "inf", paths=tuple(bad))
+    return _check_named([(name, p) for name, p in model.named_parameters()])
 
 
 def check_gradients(model: nn.Module) -> FiniteCheck:
     """Finiteness of every parameter's ``.grad``; ``paths`` are parameter names."""
-    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
-    bad = nonfinite_tensors(named)  # type: ignore[arg-type]
+    return _check_named([(name, p.grad) for name, p in model.named_parameters() if p.grad is not None])
+
+
+def _check_named(named: list[tuple[str, torch.Tensor]]) -> FiniteCheck:
+    bad = nonfinite_tensors(named)
     if not bad:
         return CLEAN
-    grads = dict(named)
-    any_nan = any(bool(torch.isnan(grads[n]).any()) for n in bad)  # type: ignore[arg-type]
+    tensors = dict(named)
+    any_nan = any(bool(torch.isnan(tensors[n]).any()) for n in bad)
     return FiniteCheck(nonfinite=True, kind="nan" if any_nan else "inf", paths=tuple(bad))

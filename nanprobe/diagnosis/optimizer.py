@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from nanprobe.knowledge import Condition, Evidence, entry_for_optimizer, run_check
+from nanprobe.knowledge import Condition, Entry, Evidence, entry_for_optimizer, run_check
 
-__all__ = ["OptimizerFinding", "SavedOptimizer", "hazard_message", "nonfinite_state", "optimizer_findings",
-           "optimizer_name", "saved_optimizer"]
+__all__ = ["OptimizerFinding", "SavedOptimizer", "hazard_message", "nonfinite_state", "optimizer_entry",
+           "optimizer_findings", "optimizer_name", "saved_optimizer"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,14 @@ class SavedOptimizer:
 
 def optimizer_name(optimizer: Any) -> str:
     return optimizer.name if isinstance(optimizer, SavedOptimizer) else type(optimizer).__name__
+
+
+def optimizer_entry(optimizer: Any) -> Entry | None:
+    """The table's entry for ``optimizer``: its class's, or the nearest base class's (a user's ``MyAdam(Adam)``
+    steps as Adam does unless it says otherwise)."""
+    if isinstance(optimizer, SavedOptimizer):
+        return entry_for_optimizer(optimizer.name)
+    return next((e for cls in type(optimizer).__mro__ if (e := entry_for_optimizer(cls.__name__)) is not None), None)
 
 
 def saved_optimizer(state_dict: Any, model: nn.Module) -> SavedOptimizer | None:
@@ -91,7 +99,7 @@ def optimizer_findings(optimizer: Any, model: nn.Module,
 
 def _findings(optimizer: Any, model: nn.Module, names: Collection[str] | None) -> list[OptimizerFinding]:
     kind = optimizer_name(optimizer)
-    entry = entry_for_optimizer(kind)
+    entry = optimizer_entry(optimizer)
     groups = getattr(optimizer, "param_groups", None)
     if entry is None or entry.safe or not isinstance(groups, list):
         return []

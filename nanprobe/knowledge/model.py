@@ -86,6 +86,10 @@ class Entry:
     functional: tuple[str, ...] = ()
     aten_ops: tuple[str, ...] = ()
     note: str | None = None
+    step_follows_gradient: bool = False
+    """Optimizers: the step is the learning rate times the gradient (or a momentum sum of them), so clipping the
+    gradient bounds the step (SGD); not Adam's, whose step is about the learning rate per value whatever the
+    gradient's size."""
 
     @property
     def safe(self) -> bool:

@@ -18,7 +18,8 @@ from nanprobe.knowledge.names import key
 
 __all__ = ["Table", "TableError", "load_table", "parse_table"]
 
-_ENTRY_KEYS = {"name", "kind", "phase", "conditions", "aliases", "functional", "aten_ops", "note"}
+_ENTRY_KEYS = {"name", "kind", "phase", "conditions", "aliases", "functional", "aten_ops", "note",
+               "step_follows_gradient"}
 _CONDITION_KEYS = {"id", "when", "phase", "outcome", "check", "cause", "fix"}
 
 
@@ -182,8 +183,11 @@ def _entry(raw: Any, index: int) -> Entry:
     aliases = _names(raw, "aliases", where)
     if kind == "loss" and aliases:
         raise TableError(f"{where}: losses list other names under 'functional'")
+    follows = raw.get("step_follows_gradient", False)
+    if not isinstance(follows, bool) or (follows and kind != "optimizer"):
+        raise TableError(f"{where}: 'step_follows_gradient' is true or false, and for optimizers")
     return Entry(name=name, kind=kind, phase=phase, conditions=conditions, aliases=aliases, functional=functional,
-                 aten_ops=aten_ops, note=note)
+                 aten_ops=aten_ops, note=note, step_follows_gradient=follows)
 
 
 def parse_table(text: str) -> Table:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nanprobe.batches import ModelCall, batch_size
-from nanprobe.diagnosis.optimizer import hazard_message, optimizer_findings
+from nanprobe.diagnosis.optimizer import hazard_message, optimizer_entry, optimizer_findings
 from nanprobe.errors import GrowthError, InputError, NonFiniteError
 from nanprobe.execution import mode_of
 from nanprobe.monitoring.distributed import RankSync, rank_and_world
@@ -189,8 +189,8 @@ class Monitor:
         self.signals.attach(optimizer, scaler)
         if new:
             self._hazard = hazard_message(optimizer_findings(optimizer, _unwrap(self.model)))
-            # clipping bounds a step that follows the gradient (SGD's); Adam's is about lr per value either way
-            self.watch.clipping_bounds_steps = isinstance(optimizer, torch.optim.SGD)
+            entry = optimizer_entry(optimizer)  # the table says whether clipping the gradient bounds the step
+            self.watch.clipping_bounds_steps = entry is not None and entry.step_follows_gradient
 
     @property
     def bundles(self) -> list[Path]:

@@ -227,8 +227,7 @@ class Signals:
         for group in getattr(self.optimizer, "param_groups", None) or []:
             for p in group.get("params", []):
                 if isinstance(p, torch.Tensor) and p.requires_grad and p.numel():
-                    flat = p.detach().reshape(-1)
-                    yield flat[:: max(1, flat.numel() // SAMPLE)]
+                    yield _strided(p)
 
     def _sample_at_backward(self, step: int, param: torch.Tensor, scale: torch.Tensor | None) -> None:
         sample = _grad_sample(param)
@@ -294,8 +293,13 @@ def _grad_sample(param: torch.Tensor) -> torch.Tensor | None:
     grad = getattr(param, "grad", None)
     if not isinstance(grad, torch.Tensor) or not grad.numel() or grad.is_sparse:
         return None
-    flat = grad.detach().reshape(-1)
-    return torch.linalg.vector_norm(flat[:: max(1, flat.numel() // SAMPLE)], dtype=torch.float32)
+    return torch.linalg.vector_norm(_strided(grad), dtype=torch.float32)
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """At most :data:`SAMPLE` values of ``t``, evenly strided: a view, the same positions every step."""
+    flat = t.detach().reshape(-1)
+    return flat[:: max(1, flat.numel() // SAMPLE)]
 
 
 def _writes_grads(optimizer: Any) -> bool:

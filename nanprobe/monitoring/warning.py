@@ -96,7 +96,8 @@ class GrowthWatch:
         self._peak: dict[str, float] = {}  # per signal, the largest value before the window
         self._clipped: int | None = None  # the last step whose gradients were clipped, while they still are
         self.clipping_bounds_steps = False
-        """Whether the optimizer's step follows the gradient (SGD), so that clipping the gradient bounds it."""
+        """Whether the optimizer's step follows the gradient (its table entry's ``step_follows_gradient``: SGD), so
+        that clipping the gradient bounds it."""
 
     def update(self, step: int, values: dict[str, float], dtype: torch.dtype | None = None,
                loss_dtype: torch.dtype | None = None) -> list[EarlyWarning]:

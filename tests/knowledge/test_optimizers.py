@@ -67,3 +67,45 @@ def test_every_torch_optimizer_with_an_eps_is_in_the_table() -> None:
     known = {name for _, name in NAMED} | {e.name for e in TABLE.optimizers}
     assert with_eps - sparse_only <= known, sorted(with_eps - sparse_only - known)
     assert {"Adam", "AdamW", "RMSprop", "Adagrad"} <= known
+
+
+@pytest.mark.parametrize("name", [name for _, name in NAMED], ids=[name for _, name in NAMED])
+def test_step_follows_gradient_says_whether_clipping_bounds_the_step(name: str) -> None:
+    """Marked entries: the step grows with the gradient, and clipping it to 1 bounds the step by lr (momentum
+    0.9: lr / (1 - 0.9) at most); unmarked ones: a 1000x larger gradient barely changes the step (Adam's is about
+    lr per value). The last of ``STEPS`` steps is measured (RAdam's first 5 are plain momentum steps)."""
+    def step(scale: float, clip: float | None = None, **kwargs: float) -> float:
+        param = torch.nn.Parameter(torch.ones(8, 8))  # 2-D: Muon steps matrices only
+        optimizer = getattr(torch.optim, name)([param], lr=1e-3, **kwargs)
+        for _ in range(STEPS):
+            before = param.detach().clone()
+            param.grad = torch.linspace(-1, 1, 64).reshape(8, 8) * scale
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_([param], clip)
+            optimizer.step()
+        return float(torch.linalg.vector_norm(param.detach() - before))
+
+    entry = entry_for_optimizer(name)
+    assert entry is not None
+    small, large = step(1.0), step(1000.0)
+    if entry.step_follows_gradient:
+        assert large > 100 * small
+        assert step(1000.0, clip=1.0) <= 1e-3 * 1.0001
+        assert step(1000.0, clip=1.0, momentum=0.9) <= 1e-3 / (1 - 0.9)
+    else:
+        assert large < 10 * small, (small, large)
+
+
+def test_a_subclass_of_a_table_optimizer_gets_its_base_classes_entry() -> None:
+    from nanprobe.diagnosis.optimizer import optimizer_entry
+
+    class MySGD(torch.optim.SGD):
+        pass
+
+    class Unknown(torch.optim.Optimizer):
+        pass
+
+    param = torch.nn.Parameter(torch.ones(2))
+    assert optimizer_entry(MySGD([param], lr=0.1)).name == "SGD"  # type: ignore[union-attr]
+    assert optimizer_entry(torch.optim.AdamW([param])).name == "Adam"  # type: ignore[union-attr]
+    assert optimizer_entry(Unknown([param], {})) is None
