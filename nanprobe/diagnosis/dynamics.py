@@ -6,6 +6,9 @@ scale) is read in log10 space, where exponential growth is a straight line. A co
 falling loss), after it the values grow by ``slope`` decades per step. Growth counts when it is steep,
 sustained and large (:class:`Thresholds`). The same fit serves the monitor's early warning (on the last steps,
 as they come) and the ``training_divergence`` verdict (on the whole history, after the failure).
+
+A learning rate orders of magnitude too high (``3e3`` for ``3e-3``) blows a run up in one to three steps, too few
+for a fit: :func:`blowup` reads that from the size of the rise and from the update ratio of the step before it.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SIGNALS", "BrokenStep", "Divergence", "Growth", "Thresholds", "analyze", "broken_by_step", "fit_growth",
-           "series"]
+__all__ = ["SIGNALS", "BrokenStep", "Divergence", "Growth", "Thresholds", "analyze", "blowup", "broken_by_step",
+           "fit_growth", "series"]
 
 SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
 """History keys whose exponential growth means divergence."""
@@ -28,6 +31,15 @@ WEIGHTS_GREW = 1.25
 """The weights' norm (the monitor's ``weight_norm``) this many times its value at the onset: named as evidence."""
 LR_LEAD = 30
 """A learning-rate increase at most this many steps before the growth is taken as where it began."""
+BLOWUP_DECADES, BLOWUP_STEPS, BLOWUP_RISE = 3.0, 3, 0.5
+"""A blow-up: a signal rising by at least this many decades within this many steps, each step by at least
+``BLOWUP_RISE`` decades, up to the last finite step (too few steps for :func:`fit_growth`)."""
+BLOWUP_RATIO = 0.5
+"""...after an optimizer step whose update was at least this share of the weights' norm (healthy steps change
+the weights by about a thousandth): the step, not the batch, blew the values up. Without an update ratio, the
+rise must span two steps or more."""
+TYPO_LR = 10.0
+"""A learning rate this large that blew a run up may be a lost minus sign (``3e3`` for ``3e-3``): the fix says so."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +208,7 @@ class Divergence:
     fastest_evidence: str | None = None
     loss_scale_falling: bool = False
     clipped: tuple[int, float] | None = None  # the last step whose gradients were clipped: (step, clip ratio)
+    blown: tuple[int, float] | None = None  # a blow-up's optimizer step: (step, update ratio), see blowup()
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -204,7 +217,13 @@ class Divergence:
 
     def fix(self, dtype: str | None = None) -> str:
         parts = []
-        if self.lr is not None:
+        if self.blown is not None:
+            typo = f" (if {self.lr:.3g} was meant as {_sign_lost(self.lr):.3g}, the exponent lost its minus sign)" \
+                if self.lr is not None and self.lr >= TYPO_LR else ""
+            was = f"the learning rate in effect was {self.lr:.3g}" if self.lr is not None else "the learning rate"
+            parts.append(f"{was} and step {self.blown[0]}'s update was {self.blown[1]:.0%} of the weights' norm: "
+                         f"lower it by orders of magnitude{typo}")
+        elif self.lr is not None:
             parts.append(f"the learning rate in effect was {self.lr:.3g}: lower it (by 10x or more) or warm it up")
         else:
             parts.append("lower the learning rate (by 10x or more) or warm it up")
@@ -230,7 +249,7 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     ``param_history``: ``{"step", "norms": {group: gradient norm}}`` rows."""
     growths = [g for key in SIGNALS if (g := fit_growth(series(history, key), key)) is not None]
     if not growths:
-        return None
+        return blowup(history)
     # the loss dates it best (training lowers it, so its floor is where the run turned); else the first fit
     loss = next((g for g in growths if g.signal == "loss"), None)
     dated = [g.onset for g in growths if g.signal in ONSET_SIGNALS] or [g.onset for g in growths]
@@ -263,6 +282,52 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     found.loss_scale_falling = len(scales) >= 4 and scales[-1] < scales[0] / 8
     found.fastest, found.fastest_evidence = _fastest(layer_history, param_history, onset)
     return found
+
+
+def blowup(history: Sequence[Mapping[str, Any]]) -> Divergence | None:
+    """A run blown up within :data:`BLOWUP_STEPS` steps: the loss, the gradient norm or the outputs' |max| rose
+    step after step (:data:`BLOWUP_RISE` decades each) by :data:`BLOWUP_DECADES` or more up to the last finite
+    step, after an optimizer step whose update ratio was at least :data:`BLOWUP_RATIO` (or over two steps or more
+    when no ratio was recorded). A batch that makes one huge loss does so before any step moved the weights: its
+    rise has no such step."""
+    ratios = series(history, "update_ratio")
+    growths: list[Growth] = []
+    causes: list[tuple[int, float]] = []
+    for key in ONSET_SIGNALS:
+        points = series(history, key)
+        if len(points) < 2 or points[-1][1] < max(v for _, v in points):
+            continue
+        start = len(points) - 1
+        while (start > 0 and points[start][1] >= 10 ** BLOWUP_RISE * points[start - 1][1]
+               and points[-1][0] - points[start - 1][0] <= BLOWUP_STEPS):
+            start -= 1
+        (first, low), (last, high) = points[start], points[-1]
+        decades = math.log10(high / low)
+        big = [(s, v) for s, v in ratios if first <= s < last and v >= BLOWUP_RATIO]
+        if decades < BLOWUP_DECADES or not (big or (not ratios and len(points) - start >= 3)):
+            continue
+        growths.append(Growth(key, first, decades / (last - first), decades, last, high, 0.0))
+        causes += big
+    if not growths:
+        return None
+    growths.sort(key=lambda g: -g.decades)
+    found = Divergence(growths=growths, onset=min(g.onset for g in growths))
+    found.lr = _value_at(history, "lr", found.growths[0].last)
+    if causes:
+        step, ratio = found.blown = min(causes)
+        found.notes.append(f"the optimizer step of step {step} changed the weights by {ratio:.0%} of their norm "
+                           "(update ratio; a healthy step's is typically about 0.1%): the learning rate blew them up")
+    healthy = [v for s, v in series(history, "grad_norm") if s <= found.onset]
+    found.clip_at = healthy[-1] if healthy else None
+    clipped = [(s, v) for s, v in series(history, "clip_ratio") if v < CLIPPED]
+    found.clipped = clipped[-1] if clipped else None
+    return found
+
+
+def _sign_lost(lr: float) -> float:
+    """``lr`` with its decimal exponent negated: 3e3 -> 3e-3."""
+    exponent = math.floor(math.log10(lr))
+    return lr / 10.0 ** exponent * 10.0 ** -exponent
 
 
 def _left_floor(history: Sequence[Mapping[str, Any]], growth: Growth) -> int:

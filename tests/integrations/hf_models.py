@@ -1,4 +1,4 @@
-"""A tiny BERT and an ordered stream of batches for the Hugging Face Trainer tests."""
+"""A tiny BERT, a tiny GPT-2 and ordered streams of batches for the Hugging Face Trainer tests."""
 
 from __future__ import annotations
 
@@ -21,6 +21,25 @@ def tiny_bert() -> transformers.BertForMaskedLM:
     return transformers.BertForMaskedLM(config)
 
 
+def tiny_gpt2() -> transformers.GPT2LMHeadModel:
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=2, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config)
+
+
+class Tokens(IterableDataset):
+    """``rows`` random sequences of 16 tokens, each its own labels (causal language modelling)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for i in range(self.rows):
+            ids = torch.randint(0, 64, (16,), generator=torch.Generator().manual_seed(i))
+            yield {"input_ids": ids, "labels": ids}
+
+
 class Stream(IterableDataset):
     """Rows in a fixed order (the Trainer shuffles a map-style dataset); at ``bad_step`` row 2's embeddings
     hold 3e38, which overflows the embeddings' LayerNorm (variance -> inf -> NaN)."""
@@ -39,10 +58,13 @@ class Stream(IterableDataset):
 
 
 def trainer(model: Any, callbacks: list[Any], steps: int, out: str, *, bad_step: int | None = None,
-            accumulation: int = 1, **kwargs: Any) -> transformers.Trainer:
+            accumulation: int = 1, learning_rate: float = LR, data: IterableDataset | None = None,
+            **kwargs: Any) -> transformers.Trainer:
+    """``data``: the rows to train on (default: :class:`Stream`, with its bad row at ``bad_step``)."""
     args = transformers.TrainingArguments(
         output_dir=out, per_device_train_batch_size=BATCH, max_steps=steps, logging_steps=1, report_to=[],
-        save_strategy="no", use_cpu=True, learning_rate=LR, disable_tqdm=True, dataloader_num_workers=0,
+        save_strategy="no", use_cpu=True, learning_rate=learning_rate, disable_tqdm=True, dataloader_num_workers=0,
         gradient_accumulation_steps=accumulation, seed=0, **kwargs)
-    data = Stream(steps * accumulation, bad_step * accumulation if bad_step is not None else None)
+    if data is None:
+        data = Stream(steps * accumulation, bad_step * accumulation if bad_step is not None else None)
     return transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)

@@ -52,11 +52,13 @@ class LitLogNet(pl.LightningModule):
 
 
 class LitRegression(pl.LightningModule):
-    """A plain MSE regression (training and validation step) trained by ``make_optimizer(parameters)``."""
+    """A plain MSE regression (training and validation step) trained by ``make_optimizer(parameters)``;
+    ``layer_norm``: a LayerNorm after the hidden layer."""
 
-    def __init__(self, make_optimizer: Any) -> None:
+    def __init__(self, make_optimizer: Any, layer_norm: bool = False) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+        norm = [nn.LayerNorm(32)] if layer_norm else []
+        self.net = nn.Sequential(nn.Linear(8, 32), *norm, nn.ReLU(), nn.Linear(32, 1))
         self.make_optimizer = make_optimizer
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

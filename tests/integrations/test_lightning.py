@@ -215,3 +215,20 @@ def test_the_trainers_gradient_clipping_is_measured_as_the_clip_ratio(tmp_path: 
     assert sorted(ratios) == [0, 1, 2, 3]  # the last step's is read back with a next step that never comes
     for step, ratio in ratios.items():
         assert ratio == pytest.approx(0.01 / rows[step]["grad_norm"], rel=5e-3), (step, ratio)
+
+
+def test_a_learning_rate_of_1e6_is_a_divergence_from_step_0_not_an_overflow_in_layernorm(tmp_path: Path) -> None:
+    """The issue's case: at lr 1e6 the first step blows the weights up and the next forward overflows in the
+    LayerNorm; the verdict is the run's divergence from step 0, and its fix the learning rate."""
+    callback = NanprobeCallback(tmp_path, on_nonfinite="dump")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer([callback], 6).fit(LitRegression(lambda params: torch.optim.SGD(params, lr=1e6), layer_norm=True),
+                                   regression_loader(64))
+    report = load_bundle(callback.monitor.bundles[0]).report
+    assert report.step <= 3, report.step
+    verdict = report.verdict
+    assert verdict is not None and verdict.cause == "training_divergence", verdict
+    assert verdict.root is not None and verdict.root.step == 0
+    assert "the learning rate in effect was 1e+06" in verdict.fix and "meant as 1e-06" in verdict.fix, verdict.fix

@@ -18,7 +18,7 @@ from nanprobe import NonFiniteError
 from nanprobe.integrations.transformers import NanprobeCallback
 from nanprobe.monitoring.monitor import GrowthWarning, MonitorWarning, NonFiniteWarning
 from nanprobe.postmortem.bundle import load_bundle
-from tests.integrations.hf_models import BAD_ROW, tiny_bert, trainer
+from tests.integrations.hf_models import BATCH, BAD_ROW, Tokens, tiny_bert, tiny_gpt2, trainer
 
 STEPS = 6
 BAD = 3
@@ -202,3 +202,22 @@ def test_the_trainers_clipping_is_measured_as_the_clip_ratio(tmp_path: Path, max
     for step, ratio in ratios.items():
         expected = max_grad_norm / rows[step]["grad_norm"] if max_grad_norm else 1.0
         assert ratio == pytest.approx(expected, rel=5e-3), (step, ratio, rows[step]["grad_norm"])
+
+
+def test_gpt2_trained_with_sgd_at_lr_3e3_is_a_divergence_not_an_overflow_in_layernorm(tmp_path: Path) -> None:
+    """The issue's case: a learning rate of 3e3 (for 3e-3) without clipping blows GPT-2 up within 3 steps and the
+    first Inf is in a LayerNorm; the verdict is the run's divergence from step 0, and its fix the learning rate."""
+    callback = NanprobeCallback(tmp_path / "bundles", on_nonfinite="dump")
+    run = trainer(tiny_gpt2(), [callback], 20, str(tmp_path / "out"), learning_rate=3e3, optim="sgd",
+                  lr_scheduler_type="constant", max_grad_norm=0.0, data=Tokens(20 * BATCH))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run.train()
+    bundle = callback.monitor.bundles[0]
+    report = load_bundle(bundle).report
+    assert report.step <= 4, report.step
+    verdict = report.verdict
+    assert verdict is not None and verdict.cause == "training_divergence", verdict
+    assert verdict.root is not None and verdict.root.step == 0
+    assert "the learning rate in effect was 3e+03" in verdict.fix and "meant as 0.003" in verdict.fix, verdict.fix
+    assert any("changed the weights by" in e for e in verdict.evidence), verdict.evidence

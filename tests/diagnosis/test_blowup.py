@@ -1,0 +1,87 @@
+"""A learning rate orders of magnitude too high (3e3 for 3e-3) blows a run up in one to three steps, too few for
+the growth fit: the verdict is still training_divergence, dated at the step whose update blew the weights up, and
+a loss spike made by one batch before any large update is not mistaken for it."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nanprobe.cli.main import main
+from nanprobe.diagnosis.dynamics import BLOWUP_STEPS, analyze, blowup
+from nanprobe.postmortem.bundle import load_bundle
+from tests.monitoring.loops import train_under_monitor
+
+
+def layer_norm_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 32), nn.LayerNorm(32), nn.GELU(),
+                         nn.Linear(32, 1))
+
+
+def test_a_learning_rate_of_3e3_is_a_divergence_from_step_0_not_an_overflow_in_layernorm(tmp_path: Path) -> None:
+    net = layer_norm_net()
+    x, y = torch.randn(64, 8, generator=torch.Generator().manual_seed(1)), torch.randn(64, 1)
+    mon, losses = train_under_monitor(tmp_path / "b", net, torch.optim.SGD(net.parameters(), lr=3e3), x, y, 20,
+                                      quiet=True, factory="tests.diagnosis.test_blowup:layer_norm_net")
+    assert not math.isfinite(losses[-1]) and len(losses) <= BLOWUP_STEPS + 1, losses  # too short for a fit
+    (bundle,) = mon.bundles
+    verdict = load_bundle(bundle).report.verdict
+    assert verdict is not None and verdict.cause == "training_divergence", verdict
+    assert verdict.root is not None and verdict.root.step == 0
+    assert "lower it by orders of magnitude" in verdict.fix and "meant as 0.003" in verdict.fix, verdict.fix
+    assert any("changed the weights by" in e and "of their norm" in e for e in verdict.evidence), verdict.evidence
+    # nanprobe replay weighs the bundle's history the same way
+    js = tmp_path / "replay.json"
+    main(["replay", str(bundle), "--json", str(js), "--no-color"], stdout=io.StringIO(), stderr=io.StringIO())
+    replayed = json.loads(js.read_text())["verdict"]
+    assert (replayed["cause"], replayed["root"]["step"]) == ("training_divergence", 0), replayed
+
+
+def _rows(losses: list[float], ratios: list[float | None]) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = [{"step": s, "loss": v, "lr": 0.1} for s, v in enumerate(losses)]
+    for row, ratio in zip(rows, ratios):
+        if ratio is not None:
+            row["update_ratio"] = ratio
+    return [*rows, {"step": len(rows), "loss": "nan", "lr": 0.1}]
+
+
+def test_a_rise_after_a_step_as_large_as_the_weights_is_a_blowup_dated_at_that_step() -> None:
+    found = blowup(_rows([1.0, 1.1, 0.9, 1.0, 5e9], [1e-3, 1e-3, 1e-3, 0.8, None]))
+    assert found is not None and found.onset == 3 and found.blown == (3, 0.8)
+    assert found.growths[0].signal == "loss" and round(found.growths[0].decades, 1) == 9.7
+    assert "lower it by orders of magnitude" in found.fix() and "minus sign" not in found.fix()  # lr 0.1
+
+
+def test_one_batch_that_makes_a_huge_loss_before_any_large_update_is_not_a_blowup() -> None:
+    """The loss rose at step 4 after steps whose updates were a thousandth of the weights: the batch, not the
+    learning rate (its own step's update is large, but it came after the rise)."""
+    assert blowup(_rows([1.0, 1.1, 0.9, 1.0, 5e9], [1e-3, 1e-3, 1e-3, 1e-3, 1.0])) is None
+    # without any update ratio one rising step is not enough, two are
+    assert blowup(_rows([1.0, 1.1, 0.9, 1.0, 5e9], [None] * 5)) is None
+    two = blowup(_rows([1.0, 1.1, 0.9, 3e4, 5e9], [None] * 5))
+    assert two is not None and two.onset == 2 and two.blown is None
+
+
+def test_a_rise_of_less_than_three_decades_or_one_that_is_not_the_end_is_not_a_blowup() -> None:
+    assert blowup(_rows([1.0, 1.0, 1.0, 9e2], [1e-3, 1e-3, 0.9, None])) is None  # 2.95 decades
+    assert blowup(_rows([1.0, 1.0, 1.0, 1e6, 1e2], [1e-3, 1e-3, 0.9, 0.9, None])) is None  # came back down
+    # the fit decides when the history is long enough: analyze() gives the fit's growth, not a blow-up
+    grown = analyze(_rows([1.0 * 1.6 ** s for s in range(40)], [1e-3] * 40))
+    assert grown is not None and grown.blown is None and grown.growths[0].decades > 7
+
+
+def test_a_blowup_reads_the_history_as_json_holds_it() -> None:
+    """A bundle's history keeps non-finite values as strings ("nan", "inf"); they are skipped, not read."""
+    rows = _rows([0.7, 5e22], [1.0, None])
+    rows[1]["update_ratio"] = "nan"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = analyze(rows)
+    assert found is not None and found.onset == 0 and found.blown == (0, 1.0)
