@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SIGNALS", "BrokenStep", "Divergence", "Growth", "Thresholds", "analyze", "blowup", "broken_by_step",
-           "fit_growth", "series"]
+__all__ = ["SIGNALS", "BrokenStep", "Divergence", "Growth", "Spike", "Thresholds", "analyze", "batch_spike", "blowup",
+           "broken_by_step", "fit_growth", "series"]
 
 SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
 """History keys whose exponential growth means divergence."""
@@ -38,6 +38,10 @@ BLOWUP_RATIO = 0.5
 """...after an optimizer step whose update was at least this share of the weights' norm (healthy steps change
 the weights by about a thousandth): the step, not the batch, blew the values up. Without an update ratio, the
 rise must span two steps or more."""
+SPIKING = ("loss", "grad_norm")
+"""The values of one step's batch: a batch with outliers raises one or both at once."""
+SPIKE_ORDINARY = 0.5
+"""A loss this many decades or less above the median of the steps before it is ordinary (not already rising)."""
 TYPO_LR = 10.0
 """A learning rate this large that blew a run up may be a lost minus sign (``3e3`` for ``3e-3``): the fix says so."""
 
@@ -196,6 +200,29 @@ def fit_growth(points: Sequence[tuple[int, float]], signal: str = "",
 _RISE = 0.02  # decades: a step that rises by less is noise, not growth
 
 
+@dataclass(frozen=True)
+class Spike:
+    """One step's batch raised ``signal`` (the loss or the gradient norm) by ``decades`` at once, from an
+    ordinary ``before`` to ``after``, while the steps before it had changed the weights by at most ``ratio`` of
+    their norm."""
+
+    step: int
+    before: float
+    after: float
+    ratio: float
+    signal: str = "loss"
+
+    @property
+    def decades(self) -> float:
+        return math.log10(self.after / self.before)
+
+    def describe(self) -> str:
+        what = {"loss": "the loss", "grad_norm": "the gradient norm"}.get(self.signal, self.signal)
+        return (f"the batch of step {self.step} raised {what} from {self.before:.3g} to {self.after:.3g} at once "
+                f"({self.decades:.1f} decades), after steps that had changed the weights by at most "
+                f"{self.ratio:.1%} of their norm")
+
+
 @dataclass
 class Divergence:
     """A run that diverged: the signals that grew, the step where growth began, and what grew fastest."""
@@ -209,7 +236,21 @@ class Divergence:
     loss_scale_falling: bool = False
     clipped: tuple[int, float] | None = None  # the last step whose gradients were clipped: (step, clip ratio)
     blown: tuple[int, float] | None = None  # a blow-up's optimizer step: (step, update ratio), see blowup()
+    spike: Spike | None = None  # one batch started it, see batch_spike()
     notes: list[str] = field(default_factory=list)
+
+    def headline(self) -> str:
+        """What started it, in one clause: the batch that spiked, or the fastest growth."""
+        if self.spike is not None:
+            return f"{self.spike.describe()}: one batch, not the learning rate, started it"
+        return self.growths[0].describe()
+
+    def summary(self) -> str:
+        if self.spike is not None:
+            return (f"one batch blew the run up: {self.spike.describe()}; the non-finite value at this step is where "
+                    "that ended.")
+        return f"the run diverged: {self.growths[0].describe()}; the non-finite value at this step is where that " \
+               "growth ended."
 
     @property
     def strength(self) -> float:
@@ -217,7 +258,10 @@ class Divergence:
 
     def fix(self, dtype: str | None = None) -> str:
         parts = []
-        if self.blown is not None:
+        if self.spike is not None:
+            parts.append(f"the run was healthy until step {self.spike.step}: look in that step's batch for values far "
+                         "outside the others' range (inputs or targets), and drop or fix them")
+        elif self.blown is not None:
             typo = f" (if {self.lr:.3g} was meant as {_sign_lost(self.lr):.3g}, the exponent lost its minus sign)" \
                 if self.lr is not None and self.lr >= TYPO_LR else ""
             was = f"the learning rate in effect was {self.lr:.3g}" if self.lr is not None else "the learning rate"
@@ -231,7 +275,8 @@ class Divergence:
             parts.append(f"the gradients were already clipped (step {self.clipped[0]} used {self.clipped[1]:.2g} of "
                          "their norm), and clipping did not hold this run")
         elif self.clip_at is not None:
-            parts.append(f"clip gradients at about {self.clip_at:.3g} (the norm of the healthy steps): "
+            why = " so that one batch cannot blow the weights up" if self.spike is not None else ""
+            parts.append(f"clip gradients at about {self.clip_at:.3g} (the norm of the healthy steps){why}: "
                          f"torch.nn.utils.clip_grad_norm_(model.parameters(), {self.clip_at:.3g})")
         if dtype == "float16" or self.loss_scale_falling:
             parts.append("in float16 use a loss scaler (torch.amp.GradScaler) or train in bfloat16")
@@ -248,6 +293,12 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     ``loss_scale``, ...); ``layer_history``: ``{"step", "layers": [{"module", "absmax"}, ...]}`` snapshots;
     ``param_history``: ``{"step", "norms": {group: gradient norm}}`` rows."""
     growths = [g for key in SIGNALS if (g := fit_growth(series(history, key), key)) is not None]
+    spike = batch_spike(history)
+    if spike is not None:  # dated by the batch; the fit, if any, only saw the spike's aftermath
+        rise = Growth("loss", spike.step - 1, spike.decades, spike.decades, spike.step, spike.after, 0.0)
+        found = Divergence(growths=[rise, *sorted(growths, key=lambda g: -g.decades)], onset=spike.step,
+                           spike=spike)
+        return _completed(found, history, layer_history, param_history, spike.step - 1)
     if not growths:
         return blowup(history)
     # the loss dates it best (training lowers it, so its floor is where the run turned); else the first fit
@@ -267,8 +318,16 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
         found.onset = step
         found.notes.append(f"the learning rate rose from {before:.3g} to {after:.3g} at step {step}, "
                            f"{onset - step} step(s) before the growth")
+    return _completed(found, history, layer_history, param_history, onset)
+
+
+def _completed(found: Divergence, history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mapping[str, Any]],
+               param_history: Sequence[Mapping[str, Any]], healthy_until: int) -> Divergence:
+    """The learning rate, a clipping norm (the median gradient norm up to ``healthy_until``), the weights' growth,
+    the clipping and loss scale the history shows, and what grew fastest."""
+    onset = found.onset
     found.lr = _value_at(history, "lr", found.growths[0].last)
-    healthy = [v for s, v in series(history, "grad_norm") if s <= onset]
+    healthy = [v for s, v in series(history, "grad_norm") if s <= healthy_until]
     if healthy:
         found.clip_at = sorted(healthy)[len(healthy) // 2]
     weights = series(history, "weight_norm")
@@ -282,6 +341,29 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     found.loss_scale_falling = len(scales) >= 4 and scales[-1] < scales[0] / 8
     found.fastest, found.fastest_evidence = _fastest(layer_history, param_history, onset)
     return found
+
+
+def batch_spike(history: Sequence[Mapping[str, Any]]) -> Spike | None:
+    """One batch that blew the run up: within the last :data:`BLOWUP_STEPS` finite steps, the loss or the gradient
+    norm rose by :data:`BLOWUP_DECADES` or more in one step from an ordinary value (at most
+    :data:`SPIKE_ORDINARY` decades above the median of the steps before) and stayed up, while the update ratios
+    of the steps before it were below :data:`BLOWUP_RATIO`: the weights had not been blown up, so the batch made
+    it. Needs the update ratio of the step just before (an optimizer the monitor knows)."""
+    ratios = dict(series(history, "update_ratio"))
+    found: list[Spike] = []
+    for key in SPIKING:
+        points = series(history, key)
+        for i in range(max(1, len(points) - BLOWUP_STEPS), len(points)):
+            (was, before), (step, after) = points[i - 1], points[i]
+            ordinary = _median([v for _, v in points[max(0, i - 15):i]])
+            if (was != step - 1 or after < 10 ** BLOWUP_DECADES * before or before > 10 ** SPIKE_ORDINARY * ordinary
+                    or min(v for _, v in points[i:]) < 10 ** BLOWUP_DECADES * before or was not in ratios):
+                continue
+            earlier = max(ratios[s] for s in range(step - BLOWUP_STEPS, step) if s in ratios)
+            if earlier < BLOWUP_RATIO:
+                found.append(Spike(step, before, after, earlier, key))
+            break
+    return min(found, key=lambda spike: (spike.step, SPIKING.index(spike.signal))) if found else None
 
 
 def blowup(history: Sequence[Mapping[str, Any]]) -> Divergence | None:

@@ -334,15 +334,14 @@ def divergence_candidate(f: Facts) -> Candidate:
         c.add(strength, note)
     if div.loss_scale_falling:
         c.add(MEASURED, "the loss scale kept falling (the scaler skipped overflowing step after step)")
-    c.summary = (f"the run diverged: {div.growths[0].describe()}; the non-finite value at this step is where "
-                 "that growth ended.")
+    c.summary = div.summary()
     c.fix = div.fix(f.dtype)
     return c
 
 
 def divergence_root(div: Divergence) -> Root:
     """``verdict.root`` of a diverged run: the step where growth began, and what grew fastest."""
-    root = Root(step=div.onset, evidence="; ".join([div.growths[0].describe(), *div.notes]))
+    root = Root(step=div.onset, evidence="; ".join([div.headline(), *div.notes]))
     if div.fastest:
         if "." in div.fastest and div.fastest.rsplit(".", 1)[-1] in ("weight", "bias"):
             root.parameter = div.fastest

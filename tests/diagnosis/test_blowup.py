@@ -1,6 +1,7 @@
-"""A learning rate orders of magnitude too high (3e3 for 3e-3) blows a run up in one to three steps, too few for
-the growth fit: the verdict is still training_divergence, dated at the step whose update blew the weights up, and
-a loss spike made by one batch before any large update is not mistaken for it."""
+"""Runs that blow up in one to three steps, too few for the growth fit. A learning rate orders of magnitude too
+high (3e3 for 3e-3): training_divergence dated at the step whose update blew the weights up, the fix the learning
+rate. One batch with outliers that raises the loss or the gradient norm at once after healthy updates: dated at
+that batch's step, the fix the batch and clipping, not the learning rate."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import math
 import warnings
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
 from nanprobe.cli.main import main
-from nanprobe.diagnosis.dynamics import BLOWUP_STEPS, analyze, blowup
+from nanprobe.diagnosis.dynamics import BLOWUP_STEPS, analyze, batch_spike, blowup
+from nanprobe.monitoring import monitor
 from nanprobe.postmortem.bundle import load_bundle
 from tests.monitoring.loops import train_under_monitor
 
@@ -85,3 +88,57 @@ def test_a_blowup_reads_the_history_as_json_holds_it() -> None:
         warnings.simplefilter("error")
         found = analyze(rows)
     assert found is not None and found.onset == 0 and found.blown == (0, 1.0)
+
+
+def _corrupt_row_run(tmp_path: Path, scale: float) -> tuple[object, list[float]]:
+    """Minibatches of 32; row 5 of step 30's batch is ``scale`` times too large (an outlier in the data)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(60 * 32, 8, generator=g), torch.randn(60 * 32, 1, generator=g)
+    xs[30 * 32 + 5] *= scale
+    losses: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with monitor(net, out_dir=tmp_path, on_nonfinite="dump", optimizer=opt) as mon:
+            for step in range(60):
+                x, y = xs[step * 32:(step + 1) * 32], ys[step * 32:(step + 1) * 32]
+                loss = ((net(x) - y) ** 2).mean()
+                mon.check_loss(loss)
+                losses.append(float(loss))
+                if not math.isfinite(losses[-1]):
+                    break
+                opt.zero_grad()
+                loss.backward()
+                mon.after_backward()
+                opt.step()
+                mon.step()
+    return mon, losses
+
+
+@pytest.mark.parametrize(("scale", "signal"), [(1e8, "the loss"), (1e3, "the gradient norm")])
+def test_one_batch_with_an_outlier_is_dated_at_its_step_and_the_fix_is_the_batch(tmp_path: Path, scale: float,
+                                                                                signal: str) -> None:
+    """x 1e8: the batch's loss jumps 11 decades; x 1e3: its loss rises one decade but its gradient norm three.
+    Either way its update blows the weights up and the run fails a step or three later."""
+    mon, losses = _corrupt_row_run(tmp_path, scale)
+    assert not math.isfinite(losses[-1]) and 31 <= len(losses) - 1 <= 33, losses[28:]
+    verdict = load_bundle(mon.bundles[0]).report.verdict
+    assert verdict is not None and verdict.cause == "training_divergence", verdict
+    assert verdict.root is not None and verdict.root.step == 30, verdict.root
+    assert verdict.root.evidence.startswith(f"the batch of step 30 raised {signal} from"), verdict.root.evidence
+    assert verdict.summary.startswith("one batch blew the run up")
+    assert "look in that step's batch" in verdict.fix and "clip gradients at about" in verdict.fix
+    assert "lower it" not in verdict.fix, verdict.fix
+
+
+def test_a_spike_needs_healthy_updates_before_it_an_ordinary_start_and_to_stay_up() -> None:
+    base = [1.0, 0.9, 1.1, 1.0, 0.8]
+    spike = batch_spike(_rows([*base, 5e4, 1e9], [1e-3] * 7))
+    assert spike is not None and (spike.step, spike.before, spike.after) == (5, 0.8, 5e4)
+    assert batch_spike(_rows([*base, 5e4, 1e9], [1e-3] * 4 + [0.9, 1e-3, 1e-3])) is None  # the step before was huge
+    assert batch_spike(_rows([*base[:-1], 30.0, 5e4, 1e9], [1e-3] * 7)) is None  # already rising
+    assert batch_spike(_rows([*base, 5e4, 1.0], [1e-3] * 7)) is None  # came back down
+    assert batch_spike(_rows([*base, 5e4, 1e9], [None] * 7)) is None  # no optimizer: nothing says the weights held
+    assert batch_spike(_rows([*base, 5e2, 1e9], [1e-3] * 7)) is None  # less than 3 decades at once
