@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ModelCall", "batch_size", "call_model", "cast_floating", "map_tensors", "select_samples", "to_device"]
+__all__ = ["ModelCall", "batch_layout", "batch_size", "call_model", "cast_floating", "map_tensors", "select_samples",
+           "to_device"]
 
 
 @dataclasses.dataclass
@@ -104,6 +105,11 @@ def _size_of(leaves: list[torch.Tensor]) -> tuple[int | None, bool]:
 def batch_size(batch: Any) -> int | None:
     """Dim 0 of the first batched tensor; for sequence-first inputs ((L, B, E) beside a (B, L) mask), B."""
     return _size_of(_batched_leaves(batch, []))[0]
+
+
+def batch_layout(batch: Any) -> tuple[int | None, bool]:
+    """(:func:`batch_size`, whether the batch is sequence-first: its samples along dim 1 of the 3-d inputs)."""
+    return _size_of(_batched_leaves(batch, []))
 
 
 def select_samples(batch: Any, indices: Sequence[int]) -> Any:

@@ -1,14 +1,13 @@
-"""Training dynamics: does a run's history show exponential growth, from which step, and in what?
+"""Training dynamics: does a run's history show divergence, from which step, and in what?
 
-A series (loss, gradient norm, output |max|, a layer's |max|, a parameter group's gradient norm, the loss
-scale) is read in log10 space, where exponential growth is a straight line. A continuous two-segment fit
-(a hinge) finds the step ``onset`` after which the slope changes: before it the run is healthy (flat, or a
-falling loss), after it the values grow by ``slope`` decades per step. Growth counts when it is steep,
-sustained and large (:class:`Thresholds`). The same fit serves the monitor's early warning (on the last steps,
-as they come) and the ``training_divergence`` verdict (on the whole history, after the failure).
+Exponential growth of the loss, the gradient norm, the outputs' |max| or the update ratio, found by
+:func:`nanprobe.diagnosis.growth.fit_growth`, is a divergence (:func:`analyze`); the onset is where the loss
+left its floor, or a learning-rate rise that came before. Two kinds of failure are too quick for a fit:
 
-A learning rate orders of magnitude too high (``3e3`` for ``3e-3``) blows a run up in one to three steps, too few
-for a fit: :func:`blowup` reads that from the size of the rise and from the update ratio of the step before it.
+* a learning rate orders of magnitude too high (``3e3`` for ``3e-3``) blows a run up in one to three steps
+  (:func:`blowup`: the size of the rise, and the update ratio of the step before it);
+* one batch with outliers raises the loss or the gradient norm by orders of magnitude at once after healthy
+  steps, and its update blows the weights up (:func:`batch_spike`).
 """
 
 from __future__ import annotations
@@ -18,8 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SIGNALS", "BrokenStep", "Divergence", "Growth", "Spike", "Thresholds", "analyze", "batch_spike", "blowup",
-           "broken_by_step", "fit_growth", "series"]
+from nanprobe.diagnosis.growth import OFFLINE, Growth, Thresholds, fit_growth, series
+
+__all__ = ["OFFLINE", "SIGNALS", "BrokenStep", "Divergence", "Growth", "Spike", "Thresholds", "analyze", "batch_spike",
+           "blowup", "broken_by_step", "fit_growth", "series"]
 
 SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
 """History keys whose exponential growth means divergence."""
@@ -44,44 +45,6 @@ SPIKE_ORDINARY = 0.5
 """A loss this many decades or less above the median of the steps before it is ordinary (not already rising)."""
 TYPO_LR = 10.0
 """A learning rate this large that blew a run up may be a lost minus sign (``3e3`` for ``3e-3``): the fix says so."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """What counts as exponential growth: ``min_slope`` decades per step, sustained for ``min_steps``
-    steps after the onset, and ``min_decades`` in total; and steeper than before the onset by ``min_gain``."""
-
-    min_slope: float = 0.08
-    min_steps: int = 4
-    min_decades: float = 2.0
-    min_gain: float = 0.06
-
-
-OFFLINE = Thresholds(min_slope=0.05, min_steps=3, min_decades=1.5, min_gain=0.04)
-
-
-@dataclass(frozen=True)
-class Growth:
-    """Exponential growth of one series: from ``onset`` (a step), ``slope`` decades per step, ``decades`` in
-    all up to ``last`` (the last finite step), where it reached ``value``."""
-
-    signal: str
-    onset: int
-    slope: float
-    decades: float
-    last: int
-    value: float
-    before: float  # slope before the onset (decades per step)
-
-    def projected_overflow(self, limit: float) -> int | None:
-        """The step at which the series reaches ``limit`` if the growth goes on."""
-        if self.slope <= 0 or self.value <= 0 or limit <= self.value:
-            return None
-        return self.last + math.ceil((math.log10(limit) - math.log10(self.value)) / self.slope)
-
-    def describe(self) -> str:
-        return (f"{self.signal} grew {10 ** self.slope:.3g}x per step from step {self.onset} "
-                f"({self.decades:.1f} decades, to {self.value:.3g} at step {self.last})")
 
 
 @dataclass(frozen=True)
@@ -116,90 +79,6 @@ def broken_by_step(history: Sequence[Mapping[str, Any]]) -> BrokenStep | None:
     return None
 
 
-def series(history: Sequence[Mapping[str, Any]], key: str) -> list[tuple[int, float]]:
-    """(step, |value|) of ``key`` in the history, finite and positive values only (log space)."""
-    out: list[tuple[int, float]] = []
-    for row in history:
-        value = row.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            v = abs(float(value))
-            if math.isfinite(v) and v > 0:
-                out.append((int(row.get("step", len(out))), v))
-    return out
-
-
-def _hinge(ts: list[float], ys: list[float], k: int) -> tuple[float, float, float, float]:
-    """Least-squares fit of ``y = a + s1 * min(t - t_k, 0) + s2 * max(t - t_k, 0)``: (a, s1, s2, sse). At
-    ``k == 0`` there is nothing before the hinge: a straight line, with ``s1`` reported as 0."""
-    t0 = ts[k]
-    if k == 0:
-        n = len(ts)
-        mt, my = sum(ts) / n, sum(ys) / n
-        var = sum((t - mt) ** 2 for t in ts)
-        slope = sum((t - mt) * (y - my) for t, y in zip(ts, ys)) / var if var else 0.0
-        a = my + slope * (t0 - mt)
-        return a, 0.0, slope, sum((a + slope * (t - t0) - y) ** 2 for t, y in zip(ts, ys))
-    cols = [(1.0, min(t - t0, 0.0), max(t - t0, 0.0)) for t in ts]
-    # normal equations of a 3-parameter linear fit
-    m = [[sum(c[i] * c[j] for c in cols) for j in range(3)] for i in range(3)]
-    v = [sum(c[i] * y for c, y in zip(cols, ys)) for i in range(3)]
-    sol = _solve3(m, v)
-    if sol is None:
-        return ys[k], 0.0, 0.0, math.inf
-    a, s1, s2 = sol
-    sse = sum((a + s1 * c[1] + s2 * c[2] - y) ** 2 for c, y in zip(cols, ys))
-    return a, s1, s2, sse
-
-
-def _solve3(m: list[list[float]], v: list[float]) -> tuple[float, float, float] | None:
-    """Gaussian elimination with partial pivoting on a 3x3 system (None when singular)."""
-    a = [[*row, val] for row, val in zip(m, v)]
-    for col in range(3):
-        pivot = max(range(col, 3), key=lambda r: abs(a[r][col]))
-        if abs(a[pivot][col]) < 1e-12:
-            return None
-        a[col], a[pivot] = a[pivot], a[col]
-        for r in range(3):
-            if r != col:
-                f = a[r][col] / a[col][col]
-                a[r] = [x - f * y for x, y in zip(a[r], a[col])]
-    return a[0][3] / a[0][0], a[1][3] / a[1][1], a[2][3] / a[2][2]
-
-
-def fit_growth(points: Sequence[tuple[int, float]], signal: str = "",
-               thresholds: Thresholds = OFFLINE) -> Growth | None:
-    """The exponential growth at the end of ``points`` ((step, positive value), in step order), if any."""
-    if len(points) < thresholds.min_steps + 1:
-        return None
-    ts = [float(s) for s, _ in points]
-    ys = [math.log10(v) for _, v in points]
-    best: tuple[float, int, float, float] | None = None
-    for k in range(0, len(points) - thresholds.min_steps):
-        _, s1, s2, sse = _hinge(ts, ys, k)
-        if s2 > 0 and (best is None or sse < best[0] - 1e-9 * max(1.0, best[0])):  # ties: the earlier onset
-            best = (sse, k, s1, s2)
-    if best is None:
-        return None
-    _, k, s1, s2 = best
-    after = len(points) - k - 1
-    decades = max(ys[k:]) - ys[k]
-    if (s2 < thresholds.min_slope or after < thresholds.min_steps or decades < thresholds.min_decades
-            or s2 - s1 < thresholds.min_gain):
-        return None
-    # the growth must be where the series ends, not a spike it came back from
-    if ys[-1] < max(ys[k:]) - 1.0:
-        return None
-    # growth that accelerates puts the hinge late: the onset is where the rise began, step by step before it
-    start = k
-    while start > 0 and ys[start - 1] < ys[start] - _RISE:
-        start -= 1
-    decades = max(ys[start:]) - ys[start]
-    return Growth(signal, int(ts[start]), s2, decades, int(ts[-1]), points[-1][1], s1)
-
-
-_RISE = 0.02  # decades: a step that rises by less is noise, not growth
-
-
 @dataclass(frozen=True)
 class Spike:
     """One step's batch raised ``signal`` (the loss or the gradient norm) by ``decades`` at once, from an
@@ -211,6 +90,15 @@ class Spike:
     after: float
     ratio: float
     signal: str = "loss"
+    outlier: tuple[str, int, float, float] | None = None
+    """The batch's row that stood out, as the monitor logged it: (input, row, its |max|, the rows' median |max|)."""
+
+    def row(self) -> str | None:
+        if self.outlier is None:
+            return None
+        path, row, absmax, median = self.outlier
+        return (f"row {row} of its input {path} has |max| {absmax:.3g}, {absmax / median:.3g} times the median "
+                f"row's {median:.3g}")
 
     @property
     def decades(self) -> float:
@@ -242,13 +130,13 @@ class Divergence:
     def headline(self) -> str:
         """What started it, in one clause: the batch that spiked, or the fastest growth."""
         if self.spike is not None:
-            return f"{self.spike.describe()}: one batch, not the learning rate, started it"
+            row = f"; {self.spike.row()}" if self.spike.outlier is not None else ""
+            return f"{self.spike.describe()}: one batch, not the learning rate, started it{row}"
         return self.growths[0].describe()
 
     def summary(self) -> str:
         if self.spike is not None:
-            return (f"one batch blew the run up: {self.spike.describe()}; the non-finite value at this step is where "
-                    "that ended.")
+            return f"one batch blew the run up: {self.headline()}; the non-finite value at this step is where it ended."
         return f"the run diverged: {self.growths[0].describe()}; the non-finite value at this step is where that " \
                "growth ended."
 
@@ -258,7 +146,11 @@ class Divergence:
 
     def fix(self, dtype: str | None = None) -> str:
         parts = []
-        if self.spike is not None:
+        if self.spike is not None and self.spike.outlier is not None:
+            path, row = self.spike.outlier[:2]
+            parts.append(f"the run was healthy until step {self.spike.step}: drop or fix row {row} of that step's "
+                         f"batch ({path} is far outside the other rows' range)")
+        elif self.spike is not None:
             parts.append(f"the run was healthy until step {self.spike.step}: look in that step's batch for values far "
                          "outside the others' range (inputs or targets), and drop or fix them")
         elif self.blown is not None:
@@ -361,9 +253,21 @@ def batch_spike(history: Sequence[Mapping[str, Any]]) -> Spike | None:
                 continue
             earlier = max(ratios[s] for s in range(step - BLOWUP_STEPS, step) if s in ratios)
             if earlier < BLOWUP_RATIO:
-                found.append(Spike(step, before, after, earlier, key))
+                found.append(Spike(step, before, after, earlier, key, _outlier(history, step)))
             break
     return min(found, key=lambda spike: (spike.step, SPIKING.index(spike.signal))) if found else None
+
+
+def _outlier(history: Sequence[Mapping[str, Any]], step: int) -> tuple[str, int, float, float] | None:
+    """The outlier row the monitor logged at ``step`` (``outlier_input``, ``outlier_row``, ``outlier_absmax``,
+    ``outlier_median``; see :mod:`nanprobe.monitoring.spikes`)."""
+    row = next((r for r in history if r.get("step") == step), {})
+    path, index, absmax, median = (row.get(k) for k in ("outlier_input", "outlier_row", "outlier_absmax",
+                                                        "outlier_median"))
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (index, absmax, median))
+    if not isinstance(path, str) or not numbers or not float(median) > 0:  # type: ignore[arg-type]
+        return None
+    return path, int(index), float(absmax), float(median)  # type: ignore[arg-type]
 
 
 def blowup(history: Sequence[Mapping[str, Any]]) -> Divergence | None:

@@ -31,7 +31,7 @@ class History:
     """One record per step, ``{"step": k, "loss": ..., ...}``; at most ``maxlen`` records are kept.
 
     Values logged for the same step are merged into one record (found among the newest). Nothing but Python
-    floats is stored."""
+    floats is stored, and short labels as text (which input of a batch held an outlier row)."""
 
     def __init__(self, maxlen: int = 200) -> None:
         if maxlen < 1:
@@ -46,7 +46,7 @@ class History:
     def log(self, step: int, values: Mapping[str, Any]) -> None:
         clean: dict[str, Any] = {}
         for key, value in values.items():
-            number = scalar(value)
+            number = value if isinstance(value, str) else scalar(value)
             if number is not None:
                 clean[key] = number
         if not clean:

@@ -38,6 +38,7 @@ from nanprobe.monitoring.history import History, scalar
 from nanprobe.monitoring.methods import patch_method
 from nanprobe.monitoring.signals import READ_LATE, Signals
 from nanprobe.monitoring.snapshots import layer_snapshot
+from nanprobe.monitoring.spikes import SpikeWatch, outlier_row
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
 from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch, narrow
 from nanprobe.postmortem.assemble import ModelSource
@@ -96,6 +97,7 @@ class Monitor:
         self.history = History(settings.history)
         self.signals = Signals(self.history)
         self.watch = GrowthWatch(fraction=settings.warn_fraction)
+        self.spikes = SpikeWatch()
         self.warnings: list[EarlyWarning] = []
         self._attach_later = (optimizer, scaler)
         self._warned_idle = False
@@ -349,6 +351,8 @@ class Monitor:
                     self._broke()
             values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
             found += self.watch.update(self._step, values, self._dtype, self._loss_dtype)
+            if self.spikes.update(self._step, values) is not None:
+                self._find_outlier()
         if self.signals.errors and not self._warned_signals:
             self._warned_signals = True
             warnings.warn(f"nanprobe could not measure part of a training step (the run goes on; what it could not "
@@ -357,6 +361,21 @@ class Monitor:
         for warning in found:
             self.warnings.append(warning)
             self._on_warning(warning)
+
+    def _find_outlier(self) -> None:
+        """This step's batch raised the loss or the gradient norm by orders of magnitude: log its outlier row,
+        if one stands out, while the batch is still here (the verdict reads it if the run fails)."""
+        call = self._last
+        if call is None or call.step != self._step:
+            return
+        try:
+            outlier = outlier_row(call.call)
+        except Exception as e:  # nanprobe's own failure: never the run's
+            if len(self.signals.errors) < 3:
+                self.signals.errors.append(f"the outlier row of step {self._step}'s batch: {type(e).__name__}: {e}")
+            return
+        if outlier is not None:
+            self.history.log(self._step, outlier.record())
 
     def _broke(self) -> None:
         """The last optimizer step wrote NaN/Inf into the parameters (its update ratio says so): the first sign

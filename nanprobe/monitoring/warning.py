@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nanprobe.diagnosis.dynamics import CLIPPED, Growth, Thresholds, fit_growth
+from nanprobe.diagnosis.dynamics import CLIPPED
+from nanprobe.diagnosis.growth import Growth, Thresholds, fit_growth
 
 __all__ = ["ONLINE", "WINDOW", "EarlyWarning", "GrowthWatch", "narrow"]
 

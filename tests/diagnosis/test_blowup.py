@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -90,14 +91,15 @@ def test_a_blowup_reads_the_history_as_json_holds_it() -> None:
     assert found is not None and found.onset == 0 and found.blown == (0, 1.0)
 
 
-def _corrupt_row_run(tmp_path: Path, scale: float) -> tuple[object, list[float]]:
-    """Minibatches of 32; row 5 of step 30's batch is ``scale`` times too large (an outlier in the data)."""
+def _corrupt_row_run(tmp_path: Path, scale: float, *, targets: bool = False) -> tuple[object, list[float]]:
+    """Minibatches of 32; row 5 of step 30's batch is ``scale`` times too large (an outlier in the data): in the
+    inputs, or in the targets (which the model never sees: the loss is computed outside it)."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
     opt = torch.optim.SGD(net.parameters(), lr=0.05)
     g = torch.Generator().manual_seed(0)
     xs, ys = torch.randn(60 * 32, 8, generator=g), torch.randn(60 * 32, 1, generator=g)
-    xs[30 * 32 + 5] *= scale
+    (ys if targets else xs)[30 * 32 + 5] *= scale
     losses: list[float] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -128,9 +130,35 @@ def test_one_batch_with_an_outlier_is_dated_at_its_step_and_the_fix_is_the_batch
     assert verdict is not None and verdict.cause == "training_divergence", verdict
     assert verdict.root is not None and verdict.root.step == 30, verdict.root
     assert verdict.root.evidence.startswith(f"the batch of step 30 raised {signal} from"), verdict.root.evidence
+    assert "row 5 of its input batch.args[0] has |max|" in verdict.root.evidence  # found while the batch was there
     assert verdict.summary.startswith("one batch blew the run up")
-    assert "look in that step's batch" in verdict.fix and "clip gradients at about" in verdict.fix
-    assert "lower it" not in verdict.fix, verdict.fix
+    assert "drop or fix row 5 of that step's batch (batch.args[0]" in verdict.fix, verdict.fix
+    assert "clip gradients at about" in verdict.fix and "lower it" not in verdict.fix, verdict.fix
+    row = next(r for r in load_bundle(mon.bundles[0]).report.history if r["step"] == 30)
+    assert (row["outlier_input"], row["outlier_row"]) == ("batch.args[0]", 5)
+    assert row["outlier_absmax"] > scale and row["outlier_absmax"] > 100 * row["outlier_median"]
+
+
+def test_an_outlier_in_the_targets_the_model_never_saw_is_dated_but_not_located(tmp_path: Path) -> None:
+    mon, _ = _corrupt_row_run(tmp_path, 1e8, targets=True)
+    verdict = load_bundle(mon.bundles[0]).report.verdict
+    assert verdict is not None and verdict.root is not None and verdict.root.step == 30, verdict
+    assert "look in that step's batch for values far outside the others' range (inputs or targets)" in verdict.fix
+    assert "row 5" not in verdict.fix
+
+
+def test_nanprobes_own_failure_looking_for_the_outlier_is_never_the_runs(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(call: object) -> None:
+        raise RuntimeError("outlier search broke")
+
+    monkeypatch.setattr(sys.modules["nanprobe.monitoring.monitor"], "outlier_row", broken)
+    mon, losses = _corrupt_row_run(tmp_path, 1e8)
+    assert not math.isfinite(losses[-1]) and len(losses) == 32  # the run went on to its own failure
+    assert any("the outlier row of step 30's batch: RuntimeError: outlier search broke" in e
+               for e in mon.signals.errors), mon.signals.errors
+    verdict = load_bundle(mon.bundles[0]).report.verdict
+    assert verdict.root.step == 30 and "look in that step's batch" in verdict.fix
 
 
 def test_a_spike_needs_healthy_updates_before_it_an_ordinary_start_and_to_stay_up() -> None:

@@ -18,7 +18,7 @@ from nanprobe import NonFiniteError
 from nanprobe.integrations.transformers import NanprobeCallback
 from nanprobe.monitoring.monitor import GrowthWarning, MonitorWarning, NonFiniteWarning
 from nanprobe.postmortem.bundle import load_bundle
-from tests.integrations.hf_models import BATCH, BAD_ROW, Tokens, tiny_bert, tiny_gpt2, trainer
+from tests.integrations.hf_models import BAD_ROW, BATCH, Tokens, tiny_bert, tiny_gpt2, trainer
 
 STEPS = 6
 BAD = 3

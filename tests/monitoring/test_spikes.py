@@ -1,0 +1,56 @@
+"""The monitor's spike watch: which step's batch jumped, and which row of it stands out (inputs as a tuple, as
+keyword arguments, sequence-first), measured on constructed batches."""
+
+from __future__ import annotations
+
+import torch
+
+from nanprobe.batches import ModelCall
+from nanprobe.monitoring.spikes import OUTLIER, SpikeWatch, outlier_row
+
+
+def _rows(n: int = 16, width: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, width, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_row_far_above_the_others_is_found_with_its_input_and_sizes() -> None:
+    x = _rows()
+    x[11, 3] = 5e4
+    found = outlier_row(ModelCall((x,), {}))
+    assert found is not None and (found.path, found.row) == ("batch.args[0]", 11)
+    assert found.absmax == 5e4 and found.median == float(x.abs().amax(1).median())
+
+
+def test_among_keyword_inputs_the_one_with_the_outlier_is_named() -> None:
+    embeds, pixels = _rows(seed=1), _rows(seed=2).reshape(16, 2, 4)
+    pixels[7] *= 1e6
+    ids = torch.randint(0, 10, (16, 8))  # integers are not inputs an outlier is looked for in
+    found = outlier_row(ModelCall((), {"input_ids": ids, "embeds": embeds, "pixels": pixels}))
+    assert found is not None and found.row == 7 and "pixels" in found.path and "embeds" not in found.path
+
+
+def test_a_sequence_first_batch_is_read_along_its_batch_dimension() -> None:
+    seq = torch.randn(5, 6, 4, generator=torch.Generator().manual_seed(3))  # (L, B, E)
+    mask = torch.zeros(6, 5, dtype=torch.bool)  # (B, L): the layout says B = 6
+    seq[:, 4] *= 1e5
+    found = outlier_row(ModelCall((seq,), {"src_key_padding_mask": mask}))
+    assert found is not None and found.row == 4
+
+
+def test_nothing_stands_out_in_an_ordinary_batch_or_a_batch_of_two() -> None:
+    x = _rows()
+    x[2] *= OUTLIER / 10  # large, but not a hundred times the median row
+    assert outlier_row(ModelCall((x,), {})) is None
+    assert outlier_row(ModelCall((torch.tensor([[1.0], [1e9]]),), {})) is None
+    assert outlier_row(ModelCall((torch.zeros(8, 3),), {})) is None
+
+
+def test_the_watch_reports_a_jump_from_an_ordinary_value_once_per_step() -> None:
+    watch = SpikeWatch()
+    seen = [watch.update(s, {"loss": v, "grad_norm": 1.0}) for s, v in enumerate([1.0, 0.9, 1.1, 0.8])]
+    assert seen == [None] * 4
+    assert watch.update(4, {"loss": 2e3, "grad_norm": 1.0}) == "loss"
+    assert watch.update(4, {"loss": 2e3, "grad_norm": 5e3}) is None  # the same step, read again after backward
+    rising = SpikeWatch()
+    assert [rising.update(s, {"loss": v}) for s, v in enumerate([1.0, 1.0, 1.0, 40.0, 5e4])] == [None] * 5
+    assert SpikeWatch().update(0, {"loss": 1e9}) is None
