@@ -51,9 +51,10 @@ def outlier_row(call: ModelCall) -> Outlier | None:
     candidates: list[tuple[str, torch.Tensor]] = []
     for path, tensor in tensor_leaves(call, prefix="batch"):
         dim = 1 if seq_first and tensor.dim() >= 3 else 0
-        if tensor.dim() > dim and int(tensor.shape[dim]) == size and not tensor.is_complex():
-            rows = tensor.detach().movedim(dim, 0).reshape(size, -1).abs().amax(dim=1).float()
-            candidates.append((path, rows))
+        if tensor.dim() > dim and int(tensor.shape[dim]) == size and tensor.numel() > 0 and not tensor.is_complex():
+            flat = tensor.detach().movedim(dim, 0).reshape(size, -1)  # a view when the rows lead (no copy)
+            lo, hi = flat.amin(dim=1).float(), flat.amax(dim=1).float()  # no |x| temporary the batch's size
+            candidates.append((path, torch.maximum(hi, -lo)))
     if not candidates:
         return None
     per_row = torch.stack([rows.to(candidates[0][1].device) for _, rows in candidates]).cpu()  # (inputs, rows)
@@ -72,7 +73,7 @@ class SpikeWatch:
 
     def __init__(self) -> None:
         self._points: dict[str, deque[tuple[int, float]]] = {key: deque(maxlen=_RECENT + 1) for key in SPIKING}
-        self._spiked: set[int] = set()
+        self._spiked: int | None = None  # the last step reported
 
     def update(self, step: int, values: dict[str, float]) -> str | None:
         """The signal that jumped at ``step`` (once per step), or None."""
@@ -85,12 +86,10 @@ class SpikeWatch:
             if points and points[-1][0] == step:
                 points.pop()
             points.append((step, value))
-            if found is None and step not in self._spiked and _jumped(points):
+            if found is None and step != self._spiked and _jumped(points):
                 found = key
         if found is not None:
-            self._spiked.add(step)
-            if len(self._spiked) > 4:
-                self._spiked.discard(min(self._spiked))
+            self._spiked = step
         return found
 
 
@@ -98,6 +97,7 @@ def _jumped(points: deque[tuple[int, float]]) -> bool:
     if len(points) < 2:
         return False
     (was, before), (step, after) = points[-2], points[-1]
+    if was != step - 1 or after < 10 ** BLOWUP_DECADES * before:
+        return False
     earlier = sorted(v for _, v in list(points)[:-1])
-    ordinary = earlier[len(earlier) // 2]
-    return was == step - 1 and after >= 10 ** BLOWUP_DECADES * before and before <= 10 ** SPIKE_ORDINARY * ordinary
+    return before <= 10 ** SPIKE_ORDINARY * earlier[len(earlier) // 2]
