@@ -187,7 +187,7 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     growths = [g for key in SIGNALS if (g := fit_growth(series(history, key), key)) is not None]
     spike = batch_spike(history)
     if spike is not None:  # dated by the batch; the fit, if any, only saw the spike's aftermath
-        rise = Growth("loss", spike.step - 1, spike.decades, spike.decades, spike.step, spike.after, 0.0)
+        rise = Growth(spike.signal, spike.step - 1, spike.decades, spike.decades, spike.step, spike.after, 0.0)
         found = Divergence(growths=[rise, *sorted(growths, key=lambda g: -g.decades)], onset=spike.step,
                            spike=spike)
         return _completed(found, history, layer_history, param_history, spike.step - 1)

@@ -131,6 +131,9 @@ def test_one_batch_with_an_outlier_is_dated_at_its_step_and_the_fix_is_the_batch
     assert verdict.root is not None and verdict.root.step == 30, verdict.root
     assert verdict.root.evidence.startswith(f"the batch of step 30 raised {signal} from"), verdict.root.evidence
     assert "row 5 of its input batch.args[0] has |max|" in verdict.root.evidence  # found while the batch was there
+    key = "loss" if signal == "the loss" else "grad_norm"
+    rise = next(e for e in verdict.evidence if e.startswith("for training_divergence: "))  # the strongest first
+    assert rise.startswith(f"for training_divergence: {key} grew") and "from step 29" in rise, verdict.evidence
     assert verdict.summary.startswith("one batch blew the run up")
     assert "drop or fix row 5 of that step's batch (batch.args[0]" in verdict.fix, verdict.fix
     assert "clip gradients at about" in verdict.fix and "lower it" not in verdict.fix, verdict.fix
