@@ -166,7 +166,7 @@ class Divergence:
         if self.clipped is not None:
             parts.append(f"the gradients were already clipped (step {self.clipped[0]} used {self.clipped[1]:.2g} of "
                          "their norm), and clipping did not hold this run")
-        elif self.clip_at is not None:
+        elif self.clip_at is not None and self.blown is None:  # a step lr times a clipped norm still blows up
             why = " so that one batch cannot blow the weights up" if self.spike is not None else ""
             parts.append(f"clip gradients at about {self.clip_at:.3g} (the norm of the healthy steps){why}: "
                          f"torch.nn.utils.clip_grad_norm_(model.parameters(), {self.clip_at:.3g})")

@@ -40,6 +40,7 @@ def test_a_learning_rate_of_3e3_is_a_divergence_from_step_0_not_an_overflow_in_l
     assert verdict is not None and verdict.cause == "training_divergence", verdict
     assert verdict.root is not None and verdict.root.step == 0
     assert "lower it by orders of magnitude" in verdict.fix and "meant as 0.003" in verdict.fix, verdict.fix
+    assert "clip gradients" not in verdict.fix  # at lr 3e3 a clipped step is still thousands of times too large
     assert any("changed the weights by" in e and "of their norm" in e for e in verdict.evidence), verdict.evidence
     # nanprobe replay weighs the bundle's history the same way
     js = tmp_path / "replay.json"
