@@ -19,8 +19,8 @@ from typing import Any
 
 from nanprobe.diagnosis.growth import OFFLINE, Growth, Thresholds, fit_growth, series
 
-__all__ = ["OFFLINE", "SIGNALS", "BrokenStep", "Divergence", "Growth", "Spike", "Thresholds", "analyze", "batch_spike",
-           "blowup", "broken_by_step", "fit_growth", "series"]
+__all__ = ["OFFLINE", "SIGNALS", "BrokenStep", "Divergence", "Growth", "Spike", "Thresholds", "analyze",
+           "batch_overflow", "batch_spike", "blowup", "broken_by_step", "fit_growth", "series"]
 
 SIGNALS = ("grad_norm", "loss", "output_absmax", "update_ratio")
 """History keys whose exponential growth means divergence."""
@@ -39,8 +39,8 @@ BLOWUP_RATIO = 0.5
 """...after an optimizer step whose update was at least this share of the weights' norm (healthy steps change
 the weights by about a thousandth): the step, not the batch, blew the values up. Without an update ratio, the
 rise must span two steps or more."""
-SPIKING = ("loss", "grad_norm")
-"""The values of one step's batch: a batch with outliers raises one or both at once."""
+SPIKING = ("loss", "grad_norm", "output_absmax")
+"""The values of one step's batch: a batch with outliers raises them at once."""
 SPIKE_ORDINARY = 0.5
 """A loss this many decades or less above the median of the steps before it is ordinary (not already rising)."""
 TYPO_LR = 10.0
@@ -93,6 +93,13 @@ class Spike:
     outlier: tuple[str, int, float, float] | None = None
     """The batch's row that stood out, as the monitor logged it: (input, row, its |max|, the rows' median |max|)."""
 
+    def batch_fix(self) -> str:
+        if self.outlier is None:
+            return "look in that step's batch for values far outside the others' range (inputs or targets), and " \
+                   "drop or fix them"
+        path, row = self.outlier[:2]
+        return f"drop or fix row {row} of that step's batch ({path} is far outside the other rows' range)"
+
     def row(self) -> str | None:
         if self.outlier is None:
             return None
@@ -105,7 +112,8 @@ class Spike:
         return math.log10(self.after / self.before)
 
     def describe(self) -> str:
-        what = {"loss": "the loss", "grad_norm": "the gradient norm"}.get(self.signal, self.signal)
+        what = {"loss": "the loss", "grad_norm": "the gradient norm",
+                "output_absmax": "the outputs' |max|"}.get(self.signal, self.signal)
         return (f"the batch of step {self.step} raised {what} from {self.before:.3g} to {self.after:.3g} at once "
                 f"({self.decades:.1f} decades), after steps that had changed the weights by at most "
                 f"{self.ratio:.1%} of their norm")
@@ -146,13 +154,8 @@ class Divergence:
 
     def fix(self, dtype: str | None = None) -> str:
         parts = []
-        if self.spike is not None and self.spike.outlier is not None:
-            path, row = self.spike.outlier[:2]
-            parts.append(f"the run was healthy until step {self.spike.step}: drop or fix row {row} of that step's "
-                         f"batch ({path} is far outside the other rows' range)")
-        elif self.spike is not None:
-            parts.append(f"the run was healthy until step {self.spike.step}: look in that step's batch for values far "
-                         "outside the others' range (inputs or targets), and drop or fix them")
+        if self.spike is not None:
+            parts.append(f"the run was healthy until step {self.spike.step}: {self.spike.batch_fix()}")
         elif self.blown is not None:
             typo = f" (if {self.lr:.3g} was meant as {_sign_lost(self.lr):.3g}, the exponent lost its minus sign)" \
                 if self.lr is not None and self.lr >= TYPO_LR else ""
@@ -186,6 +189,8 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
     ``param_history``: ``{"step", "norms": {group: gradient norm}}`` rows."""
     growths = [g for key in SIGNALS if (g := fit_growth(series(history, key), key)) is not None]
     spike = batch_spike(history)
+    if spike is not None and spike.step >= _last_step(history):
+        return None  # the failing step's own batch: not a divergence (see batch_overflow)
     if spike is not None:  # dated by the batch; the fit, if any, only saw the spike's aftermath
         rise = Growth(spike.signal, spike.step - 1, spike.decades, spike.decades, spike.step, spike.after, 0.0)
         found = Divergence(growths=[rise, *sorted(growths, key=lambda g: -g.decades)], onset=spike.step,
@@ -256,6 +261,17 @@ def batch_spike(history: Sequence[Mapping[str, Any]]) -> Spike | None:
                 found.append(Spike(step, before, after, earlier, key, _outlier(history, step)))
             break
     return min(found, key=lambda spike: (spike.step, SPIKING.index(spike.signal))) if found else None
+
+
+def batch_overflow(history: Sequence[Mapping[str, Any]]) -> Spike | None:
+    """The failing step's own batch raised its values by orders of magnitude at once, after healthy steps
+    (:func:`batch_spike` at the history's last step): that batch overflowed, the run did not diverge."""
+    spike = batch_spike(history)
+    return spike if spike is not None and spike.step >= _last_step(history) else None
+
+
+def _last_step(history: Sequence[Mapping[str, Any]]) -> int:
+    return max((int(row.get("step", 0)) for row in history), default=0)
 
 
 def _outlier(history: Sequence[Mapping[str, Any]], step: int) -> tuple[str, int, float, float] | None:

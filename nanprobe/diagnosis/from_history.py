@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nanprobe.diagnosis.dynamics import analyze, broken_by_step, series
+from nanprobe.diagnosis.dynamics import analyze, batch_overflow, broken_by_step, series
 from nanprobe.diagnosis.evidence import MEASURED, OP_FACT, Candidate, choose
 from nanprobe.diagnosis.optimizer import nonfinite_state, optimizer_findings
 from nanprobe.diagnosis.verdict import Facts, decide, divergence_candidate, divergence_root
@@ -44,13 +44,15 @@ def history_verdict(history: Sequence[Mapping[str, Any]], layer_history: Sequenc
     divergence = analyze(history, layer_history, param_history) if history else None
     facts = Facts(kind=kind, phase=phase or "forward", divergence=divergence, dtype=dtype)
     gradients, gradient_root = _gradient_range(history, param_history, phase, dtype)
-    candidates = [c for c in (divergence_candidate(facts), gradients) if c.support]
+    batch, batch_root = _batch_overflow(history, phase)
+    candidates = [c for c in (divergence_candidate(facts), gradients, batch) if c.support]
     if not candidates:
         return None
     winner, rejected = choose(candidates)
     evidence = [f"for {winner.cause}: {text}" for _, text in sorted(winner.support, key=lambda p: -p[0])]
     evidence += rejected + ([note] if note else [])
-    root = divergence_root(divergence) if winner.cause == "training_divergence" and divergence else gradient_root
+    root = (divergence_root(divergence) if winner.cause == "training_divergence" and divergence
+            else batch_root if winner is batch else gradient_root)
     return Verdict(cause=winner.cause, summary=winner.summary, evidence=evidence, fix=winner.fix,  # type: ignore[arg-type]
                    root=root)
 
@@ -69,6 +71,25 @@ def parameters_verdict(history: Sequence[Mapping[str, Any]], bad: Sequence[str],
     if note:
         verdict.evidence.append(note)
     return verdict
+
+
+def _batch_overflow(history: Sequence[Mapping[str, Any]], phase: str | None) -> tuple[Candidate, Root | None]:
+    """The failing step's own batch raised its values by orders of magnitude at once after healthy steps
+    (:func:`nanprobe.diagnosis.dynamics.batch_overflow`): those values overflowed, the weights did not."""
+    c = Candidate("dtype_overflow")
+    spike = batch_overflow(history)
+    if spike is None:
+        return c, None
+    where = {"loss": "the loss computed from them", "backward": "the backward"}.get(phase or "", "the outputs")
+    c.add(MEASURED, f"{spike.describe()}; in that same step {where} overflowed")
+    if spike.outlier is not None:
+        c.add(MEASURED, str(spike.row()))
+    c.summary = (f"one batch's values overflowed: {spike.describe()}, and {where} exceeded the dtype's range in that "
+                 "step; the weights were not the cause.")
+    c.fix = (f"{spike.batch_fix()}; normalise or clamp the inputs so that one record cannot reach the dtype's "
+             "limits")
+    evidence = "; ".join(t for t in (spike.describe(), spike.row()) if t)
+    return c, Root(step=spike.step, evidence=evidence)
 
 
 def _gradient_range(history: Sequence[Mapping[str, Any]], param_history: Sequence[Mapping[str, Any]],

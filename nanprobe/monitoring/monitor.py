@@ -249,6 +249,7 @@ class Monitor:
         self.history.log(self._step, {"loss": value})
         if value is not None and not _finite(value):
             kind = "nan" if value != value else "inf"
+            self._spiked()  # the outputs of this step's batch may have jumped: the bundle's history says so
             self._found(Detected("loss", FiniteCheck(True, kind, ("loss",), ()), self._last))
         else:
             self._early()
@@ -351,8 +352,7 @@ class Monitor:
                     self._broke()
             values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
             found += self.watch.update(self._step, values, self._dtype, self._loss_dtype)
-            if self.spikes.update(self._step, values) is not None:
-                self._find_outlier()
+            self._spiked(values)
         if self.signals.errors and not self._warned_signals:
             self._warned_signals = True
             warnings.warn(f"nanprobe could not measure part of a training step (the run goes on; what it could not "
@@ -362,9 +362,17 @@ class Monitor:
             self.warnings.append(warning)
             self._on_warning(warning)
 
-    def _find_outlier(self) -> None:
-        """This step's batch raised the loss or the gradient norm by orders of magnitude: log its outlier row,
-        if one stands out, while the batch is still here (the verdict reads it if the run fails)."""
+    def _spiked(self, values: dict[str, float] | None = None) -> None:
+        """When this step's batch raised the loss, the gradient norm or the outputs' |max| by orders of magnitude
+        at once: log its outlier row, if one stands out, while the batch is still here (the verdict reads it).
+        ``values``: this step's finite values (read from its history record when None)."""
+        if values is None:
+            rows = self.history.tail(1)
+            if not rows or rows[-1].get("step") != self._step:
+                return
+            values = {k: v for k, v in rows[-1].items() if isinstance(v, float)}  # non-finite ones are text
+        if self.spikes.update(self._step, values) is None:
+            return
         call = self._last
         if call is None or call.step != self._step:
             return

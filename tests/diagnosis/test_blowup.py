@@ -174,3 +174,16 @@ def test_a_spike_needs_healthy_updates_before_it_an_ordinary_start_and_to_stay_u
     assert batch_spike(_rows([*base, 5e4, 1.0], [1e-3] * 7)) is None  # came back down
     assert batch_spike(_rows([*base, 5e4, 1e9], [None] * 7)) is None  # no optimizer: nothing says the weights held
     assert batch_spike(_rows([*base, 5e2, 1e9], [1e-3] * 7)) is None  # less than 3 decades at once
+
+
+def test_a_batch_whose_own_loss_overflows_is_that_batch_not_a_divergence(tmp_path: Path) -> None:
+    """x 1e36: step 30's outputs reach 1e34 (finite) and the loss, their square, overflows in that same step. The
+    hinge fit alone read a 35-decade 'growth from step 26'; the weights were never the problem."""
+    mon, losses = _corrupt_row_run(tmp_path, 1e36)
+    assert len(losses) == 31 and not math.isfinite(losses[-1])
+    verdict = load_bundle(mon.bundles[0]).report.verdict
+    assert verdict is not None and verdict.cause == "dtype_overflow", verdict
+    assert verdict.root is not None and verdict.root.step == 30
+    assert verdict.root.evidence.startswith("the batch of step 30 raised the outputs' |max| from")
+    assert "row 5 of its input batch.args[0]" in verdict.root.evidence
+    assert verdict.fix.startswith("drop or fix row 5 of that step's batch") and "learning rate" not in verdict.fix
