@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 pytest.importorskip("lightning")
 
@@ -232,3 +233,24 @@ def test_a_learning_rate_of_1e6_is_a_divergence_from_step_0_not_an_overflow_in_l
     assert verdict is not None and verdict.cause == "training_divergence", verdict
     assert verdict.root is not None and verdict.root.step == 0
     assert "the learning rate in effect was 1e+06" in verdict.fix and "meant as 1e-06" in verdict.fix, verdict.fix
+
+
+def test_one_corrupt_row_is_named_in_the_verdict_through_training_step(tmp_path: Path) -> None:
+    """Row 5 of step 30's batch x 1e4: its gradient step blows the weights up and the fit fails two steps later.
+    The callback saw the batch through training_step((x, y), batch_idx): the verdict is dated at step 30 and
+    names the row of x, and the targets (also in the call) are not blamed."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60 * 8, 8, generator=g), torch.randn(60 * 8, generator=g)
+    x[30 * 8 + 5] *= 1e4
+    callback = NanprobeCallback(tmp_path, on_nonfinite="dump")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer([callback], 60).fit(LitRegression(lambda params: torch.optim.SGD(params, lr=0.05)),
+                                    DataLoader(TensorDataset(x, y), batch_size=8))
+    report = load_bundle(callback.monitor.bundles[0]).report
+    verdict = report.verdict
+    assert report.step > 30 and verdict is not None and verdict.cause == "training_divergence", verdict
+    assert verdict.root is not None and verdict.root.step == 30
+    assert "row 5 of its input batch.args[0][0] has |max|" in verdict.root.evidence, verdict.root.evidence
+    assert "drop or fix row 5 of that step's batch" in verdict.fix and "clip gradients" in verdict.fix
