@@ -104,3 +104,15 @@ def test_every_package_says_what_lives_there_and_who_may_import_it() -> None:
     missing = [p.name for p in packages
                if "May import" not in (ast.get_docstring(ast.parse((p / "__init__.py").read_text())) or "")]
     assert missing == []
+
+
+def test_pandas_is_imported_only_where_a_dataframe_is_asked_for() -> None:
+    """Importing pandas takes 0.2 s; ``nanprobe.monitor`` and the pytest plugin are imported by runs that never
+    ask for a DataFrame, so no module imports it at load time (``to_frame`` methods import it when called)."""
+    eager = []
+    for name, tree in _trees().items():
+        for node in tree.body:  # module level; `if TYPE_CHECKING:` blocks are If nodes, not imports
+            imported = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            eager += [name for module in imported if module.split(".")[0] == "pandas"]
+    assert eager == []

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from nanprobe.kinds import Kind
 from nanprobe.probe.records import INPUT, CallRecord
 from nanprobe.report import FirstNonfinite, LayerRow
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.console import Console, ConsoleOptions, RenderResult
 
 __all__ = ["FRAME_COLUMNS", "ProbeResult", "assign_roles"]
@@ -96,6 +95,8 @@ class ProbeResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per kept record (columns: :data:`FRAME_COLUMNS`)."""
+        import pandas as pd  # 0.2 s to import: only for the caller who asks for a DataFrame
+
         rows = []
         for rec in self.records:
             summary = rec.summary()
