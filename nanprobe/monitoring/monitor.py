@@ -125,6 +125,7 @@ class Monitor:
         self._compiled = False
         self._autocast: tuple[tuple[str, torch.dtype], ...] = ()  # the last call's autocast regions
         self._hazard: str | None = None  # what the attached optimizer's step will do (warned once)
+        self._queued_warnings: list[EarlyWarning] = []  # found inside a model call, given at the next check
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Monitor:
@@ -342,6 +343,7 @@ class Monitor:
         if self._hazard is not None:
             found.append(EarlyWarning(self._step, "optimizer", self._hazard))
             self._hazard = None
+        found, self._queued_warnings = found + self._queued_warnings, []
         rows = self.history.tail(2)
         if rows and rows[-1].get("step") == self._step:
             if len(rows) == 2 and rows[0].get("step") == self._step - 1:
@@ -481,9 +483,12 @@ class Monitor:
             warnings.warn(failure.message, NonFiniteWarning, stacklevel=3)
 
     def _sample(self, record: StepCall) -> None:
-        rows = layer_snapshot(_unwrap(self.model), record, self._rerunning)
-        if rows is not None:
+        snapshot = layer_snapshot(_unwrap(self.model), record, self._rerunning)
+        if snapshot is not None:
+            rows, peak = snapshot
             self.layer_history.append({"step": record.step, "layers": rows})
+            if peak is not None:  # given at the next check, outside the model call
+                self._queued_warnings += self.watch.layer_headroom(record.step, peak)
 
 
 _EAGER = ("_on_call", "_handle", "_on_warning")  # what may be reached from code that torch.compile compiles

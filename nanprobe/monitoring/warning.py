@@ -9,8 +9,8 @@ Four signals, each from values the monitor already read (no extra device sync):
   the rise);
 * the weights' norm growing while the loss climbs to a new high (:meth:`GrowthWatch._weights_grow`): a large
   learning rate's loss spike that the run recovers from (its catapult) shrinks the weights instead;
-* an output |max|, or a gradient |max| when the backward runs in float16 without a GradScaler, above
-  ``fraction`` of the dtype's largest value;
+* an output |max|, a layer's |max| in a full-depth snapshot, or a gradient |max| when the backward runs in
+  float16 without a GradScaler, above ``fraction`` of the dtype's largest value;
 * a GradScaler's loss scale that keeps falling (it halves at every overflow it skips).
 
 The thresholds were chosen on ``benchmarks/divergence.py``'s fixed sweep and ``benchmarks/divergence_heldout.py``
@@ -31,11 +31,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from nanprobe.diagnosis.dynamics import CLIPPED
 from nanprobe.diagnosis.growth import Growth, Thresholds, fit_growth
+
+if TYPE_CHECKING:
+    from nanprobe.monitoring.snapshots import LayerPeak
 
 __all__ = ["ONLINE", "WINDOW", "EarlyWarning", "GrowthWatch", "narrow"]
 
@@ -149,6 +153,15 @@ class GrowthWatch:
                                           f"{len(scales)} steps, to {scale:.3g}: the scaler keeps skipping "
                                           "overflowing steps"))
         return found
+
+    def layer_headroom(self, step: int, peak: LayerPeak) -> list[EarlyWarning]:
+        """A full-depth snapshot's layer output above ``fraction`` of its dtype's max (once per run)."""
+        if "layer_absmax" in self._headroom or peak.share <= self.fraction:
+            return []
+        self._headroom.add("layer_absmax")
+        return [EarlyWarning(step, "layer_absmax", f"layer {peak.module} reaches |max| {peak.absmax:.3g}, "
+                             f"{peak.share:.0%} of {peak.dtype}'s max {peak.limit:.3g} (the per-layer snapshot of "
+                             f"step {step}; the model's outputs need not show it)")]
 
     def _weights_grow(self, step: int, weights: float, clipping: bool) -> list[EarlyWarning]:
         """The weights' norm grows by :data:`WEIGHT_GROWTH` within :data:`WEIGHT_STEPS` steps while the loss

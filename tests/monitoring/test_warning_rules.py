@@ -216,3 +216,30 @@ def test_a_failure_inside_the_step_measurements_is_nanprobes_not_the_runs(
     assert mon.signals.errors[0] == f"{hook}: RuntimeError: sample failed"  # type: ignore[attr-defined]
     assert _rows(mon, "clip_ratio") == {}
     assert (_rows(mon, "update_ratio") == {}) == (where == "optimizer_step")
+
+
+def _wide_hidden(scale: float) -> nn.Module:
+    """A hidden layer ``scale`` times too large, then a LayerNorm: the model's outputs stay small."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.LayerNorm(32), nn.Linear(32, 1))
+    with torch.no_grad():
+        model[2].weight.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize(("scale", "depth", "warned"), [(3000.0, "full", True), (3000.0, "sentinel", False),
+                                                        (1.0, "full", False)])
+def test_a_layer_near_float16s_max_in_a_full_depth_snapshot_is_warned(tmp_path: Path, scale: float, depth: str,
+                                                                     warned: bool) -> None:
+    """Under autocast float16 the hidden layer reaches 2e4 (31% of float16's max) while the outputs, after the
+    LayerNorm, stay below 10: only the per-layer snapshot (depth="full") sees it."""
+    model = _wide_hidden(scale)
+    x, y = torch.randn(16, 8, generator=torch.Generator().manual_seed(2)) * 10, torch.randn(16, 1)
+    mon, losses = train_under_monitor(tmp_path, model, torch.optim.SGD(model.parameters(), lr=1e-3), x, y, 12,
+                                      autocast=True, quiet=True, depth=depth, every=5)
+    assert all(math.isfinite(v) for v in losses) and max(_rows(mon, "output_absmax").values()) < 10
+    layer = [w for w in mon.warnings if w.signal == "layer_absmax"]
+    assert len(layer) == (1 if warned else 0), mon.warnings
+    if warned:
+        assert layer[0].step == 0 and layer[0].message.startswith("layer 2 reaches |max| 2.0"), layer[0].message
+        assert "31% of float16's max 6.55e+04" in layer[0].message
