@@ -14,6 +14,6 @@ def test_the_training_blowups_example_holds_its_facts(tmp_path: Path) -> None:
                            str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     held = [line for line in done.stdout.splitlines() if line.startswith("held: ")]
-    assert len(held) == 5 and "FAILED" not in done.stdout
+    assert len(held) == 6 and "FAILED" not in done.stdout
     assert "history, step 30: row 5 of batch.args[0]" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt-row", "lr-typo"]  # the clipped run wrote none

@@ -7,7 +7,8 @@
    divergence from step 0, and the fix says which learning rate a lost minus sign gives.
 2. One corrupt row (x 1e6) in the batch of step 30 of an otherwise healthy run: its gradient step blows the
    weights up (in a net without LayerNorm, which would absorb it). The verdict is dated at step 30 and names the
-   row of that batch; the fix is that row and gradient clipping, not a lower learning rate.
+   row of that batch; the fix is that row and gradient clipping, not a lower learning rate. The monitor warns at
+   that step's ``after_backward()``, before the optimizer applies it (``on_warning="raise"`` would stop there).
 3. The same data with ``clip_grad_norm_`` (the fix): the run stays finite, and the monitor's history still names
    the row of step 30's batch that stood out.
 
@@ -39,6 +40,7 @@ class Run:
     losses: list[float]
     history: list[dict[str, Any]]
     bundles: list[Path]
+    warnings: list[nanprobe.monitoring.warning.EarlyWarning]
 
     @property
     def failed_at(self) -> int | None:
@@ -88,7 +90,7 @@ def train(name: str, workdir: Path, *, lr: float, corrupt: bool, clip: float | N
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
                 mon.step()
-    return Run(name, losses, mon.history.tail(), mon.bundles)
+    return Run(name, losses, mon.history.tail(), mon.bundles, list(mon.warnings))
 
 
 def facts(typo: Run, corrupt: Run, clipped: Run) -> list[tuple[str, bool]]:
@@ -105,6 +107,8 @@ def facts(typo: Run, corrupt: Run, clipped: Run) -> list[tuple[str, bool]]:
          and v2.root.step == CORRUPT_STEP and "lower it" not in v2.fix),
         (f"2: the fix names row {CORRUPT_ROW} of that batch and gradient clipping",
          v2 is not None and f"row {CORRUPT_ROW} of that step's batch" in v2.fix and "clip gradients" in v2.fix),
+        (f"2: warned at step {CORRUPT_STEP}, after its backward and before its optimizer step (grad_spike)",
+         any(w.signal == "grad_spike" and w.step == CORRUPT_STEP for w in corrupt.warnings)),
         (f"3: clipped, the run stays finite, and its history still names row {CORRUPT_ROW} of step "
          f"{CORRUPT_STEP}'s batch", clipped.failed_at is None and not clipped.bundles
          and logged.get("outlier_row") == CORRUPT_ROW),
@@ -115,6 +119,8 @@ def _describe(run: Run) -> str:
     failed = (f"non-finite at step {run.failed_at}" if run.failed_at is not None
               else f"finite for {len(run.losses)} steps")
     lines = [f"{run.name}: {failed}"]
+    for w in run.warnings:
+        lines.append(f"  early warning at step {w.step} ({w.signal}): {w.message}")
     verdict = run.verdict()
     if verdict is not None:
         lines += [f"  verdict: {verdict.cause}, root.step {verdict.root.step if verdict.root else None}",

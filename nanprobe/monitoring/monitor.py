@@ -38,7 +38,7 @@ from nanprobe.monitoring.history import History, scalar
 from nanprobe.monitoring.methods import patch_method
 from nanprobe.monitoring.signals import READ_LATE, Signals
 from nanprobe.monitoring.snapshots import layer_snapshot
-from nanprobe.monitoring.spikes import SpikeWatch, outlier_row
+from nanprobe.monitoring.spikes import Outlier, SpikeWatch, gradient_spike, outlier_row
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
 from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch, narrow
 from nanprobe.postmortem.assemble import ModelSource
@@ -126,6 +126,7 @@ class Monitor:
         self._autocast: tuple[tuple[str, torch.dtype], ...] = ()  # the last call's autocast regions
         self._hazard: str | None = None  # what the attached optimizer's step will do (warned once)
         self._queued_warnings: list[EarlyWarning] = []  # found inside a model call, given at the next check
+        self._searched: tuple[int, Outlier | None] | None = None  # the step whose batch was searched for an outlier
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> Monitor:
@@ -354,7 +355,7 @@ class Monitor:
                     self._broke()
             values = {k: v for k, v in rows[-1].items() if isinstance(v, float) and k not in READ_LATE}
             found += self.watch.update(self._step, values, self._dtype, self._loss_dtype)
-            self._spiked(values)
+            found += self._spiked(values)
         if self.signals.errors and not self._warned_signals:
             self._warned_signals = True
             warnings.warn(f"nanprobe could not measure part of a training step (the run goes on; what it could not "
@@ -364,28 +365,39 @@ class Monitor:
             self.warnings.append(warning)
             self._on_warning(warning)
 
-    def _spiked(self, values: dict[str, float] | None = None) -> None:
+    def _spiked(self, values: dict[str, float] | None = None) -> list[EarlyWarning]:
         """When this step's batch raised the loss, the gradient norm or the outputs' |max| by orders of magnitude
-        at once: log its outlier row, if one stands out, while the batch is still here (the verdict reads it).
-        ``values``: this step's finite values (read from its history record when None)."""
+        at once: log its outlier row, if one stands out, while the batch is still here (the verdict reads it),
+        and warn when it is the gradient norm of an optimizer whose step follows it (SGD): that step is about to
+        move the weights that many times further. ``values``: this step's finite values (read from its history
+        record when None)."""
         if values is None:
             rows = self.history.tail(1)
             if not rows or rows[-1].get("step") != self._step:
-                return
+                return []
             values = {k: v for k, v in rows[-1].items() if isinstance(v, float)}  # non-finite ones are text
-        if self.spikes.update(self._step, values) is None:
-            return
+        jumps = self.spikes.update(self._step, values)
         call = self._last
-        if call is None or call.step != self._step:
-            return
+        if not jumps or call is None or call.step != self._step:
+            return []
+        if self._searched is None or self._searched[0] != self._step:  # once per step
+            self._searched = (self._step, self._outlier(call))
+            if self._searched[1] is not None:
+                self.history.log(self._step, self._searched[1].record())
+        outlier = self._searched[1]
+        if not self.watch.clipping_bounds_steps or self.watch.clipped_steps(self._step):
+            return []  # Adam's step does not follow the gradient's size; clipped steps are bounded
+        ratios = [r["update_ratio"] for r in self.history.tail(4)[:-1] if isinstance(r.get("update_ratio"), float)]
+        found = [gradient_spike(jump, outlier, ratios) for jump in jumps]
+        return [w for w in found if w is not None]
+
+    def _outlier(self, call: StepCall) -> Outlier | None:
         try:
-            outlier = outlier_row(call.call)
+            return outlier_row(call.call)
         except Exception as e:  # nanprobe's own failure: never the run's
             if len(self.signals.errors) < 3:
                 self.signals.errors.append(f"the outlier row of step {self._step}'s batch: {type(e).__name__}: {e}")
-            return
-        if outlier is not None:
-            self.history.log(self._step, outlier.record())
+            return None
 
     def _broke(self) -> None:
         """The last optimizer step wrote NaN/Inf into the parameters (its update ratio says so): the first sign

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 
 from nanprobe.batches import ModelCall, batch_layout
-from nanprobe.diagnosis.dynamics import BLOWUP_DECADES, SPIKE_ORDINARY, SPIKING
+from nanprobe.diagnosis.dynamics import BLOWUP_DECADES, BLOWUP_RATIO, SPIKE_ORDINARY, SPIKING
+from nanprobe.monitoring.warning import EarlyWarning
 from nanprobe.sentinel import tensor_leaves
 
-__all__ = ["FIELDS", "OUTLIER", "Outlier", "SpikeWatch", "outlier_row"]
+__all__ = ["FIELDS", "OUTLIER", "Jump", "Outlier", "SpikeWatch", "gradient_spike", "outlier_row"]
 
 OUTLIER = 100.0
 """A row whose |max| is at least this many times the median row's stands out."""
@@ -67,17 +68,30 @@ def outlier_row(call: ModelCall) -> Outlier | None:
     return Outlier(candidates[which][0], row, absmax, median)
 
 
+@dataclass(frozen=True)
+class Jump:
+    """``signal`` went from ``before`` (step ``step - 1``, an ordinary value) to ``after`` at ``step``."""
+
+    step: int
+    signal: str
+    before: float
+    after: float
+
+
 class SpikeWatch:
-    """Decides, step by step from the values the monitor read, whether this step's loss or gradient norm jumped
-    by :data:`BLOWUP_DECADES` at once from an ordinary value (the same test as the verdict's)."""
+    """Decides, step by step from the values the monitor read, whether this step's loss, gradient norm or
+    outputs' |max| jumped by :data:`BLOWUP_DECADES` at once from an ordinary value (the verdict's own test)."""
 
     def __init__(self) -> None:
         self._points: dict[str, deque[tuple[int, float]]] = {key: deque(maxlen=_RECENT + 1) for key in SPIKING}
-        self._spiked: int | None = None  # the last step reported
+        self._reported: set[str] = set()  # the signals reported at step _at
+        self._at: int | None = None
 
-    def update(self, step: int, values: dict[str, float]) -> str | None:
-        """The signal that jumped at ``step`` (once per step), or None."""
-        found = None
+    def update(self, step: int, values: dict[str, float]) -> list[Jump]:
+        """The signals that jumped at ``step``, each reported once."""
+        if step != self._at:
+            self._at, self._reported = step, set()
+        found: list[Jump] = []
         for key in SPIKING:
             value = values.get(key)
             if value is None or not math.isfinite(value) or value <= 0:
@@ -86,11 +100,24 @@ class SpikeWatch:
             if points and points[-1][0] == step:
                 points.pop()
             points.append((step, value))
-            if found is None and step != self._spiked and _jumped(points):
-                found = key
-        if found is not None:
-            self._spiked = step
+            if key not in self._reported and _jumped(points):
+                self._reported.add(key)
+                found.append(Jump(step, key, points[-2][1], value))
         return found
+
+
+def gradient_spike(jump: Jump, outlier: Outlier | None, ratios: list[float]) -> EarlyWarning | None:
+    """The early warning for a batch whose gradient norm jumped by orders of magnitude after ordinary steps
+    (update ratios below :data:`BLOWUP_RATIO`), under an optimizer whose step follows the gradient: unless the
+    gradients are clipped, this step moves the weights that many times further than the last."""
+    if jump.signal != "grad_norm" or not ratios or max(ratios) >= BLOWUP_RATIO:
+        return None
+    row = (f"; row {outlier.row} of its input {outlier.path} has |max| {outlier.absmax:.3g}, the median row's "
+           f"{outlier.median:.3g}") if outlier is not None else ""
+    return EarlyWarning(jump.step, "grad_spike", f"the batch of step {jump.step} raised the gradient norm from "
+                        f"{jump.before:.3g} to {jump.after:.3g} at once, after ordinary steps{row}: unless the "
+                        f"gradients are clipped, this step moves the weights {jump.after / jump.before:.3g} times "
+                        "further than the last (on_warning='raise' stops before it)")
 
 
 def _jumped(points: deque[tuple[int, float]]) -> bool:

@@ -114,7 +114,7 @@ class GrowthWatch:
         clip = values.get("clip_ratio")
         if clip is not None and math.isfinite(clip):
             self._clipped = step if clip < CLIPPED else None
-        clipping = self.clipping_bounds_steps and self._clipped is not None and step - self._clipped <= 2
+        clipping = self.clipped_steps(step)
         for key in _GROWING:
             value = values.get(key)
             if value is None or not math.isfinite(value) or value == 0:
@@ -154,6 +154,11 @@ class GrowthWatch:
                                           "overflowing steps"))
         return found
 
+    def clipped_steps(self, step: int) -> bool:
+        """Whether the optimizer's steps are bounded now: its step follows the gradient and the gradients of the
+        last steps up to ``step`` were clipped."""
+        return self.clipping_bounds_steps and self._clipped is not None and step - self._clipped <= 2
+
     def layer_headroom(self, step: int, peak: LayerPeak) -> list[EarlyWarning]:
         """A full-depth snapshot's layer output above ``fraction`` of its dtype's max (once per run)."""
         if "layer_absmax" in self._headroom or peak.share <= self.fraction:
@@ -181,7 +186,8 @@ class GrowthWatch:
         if grown < WEIGHT_GROWTH or loss < max(v for _, v in losses) or low <= 0 or loss < 10 ** LOSS_RISE * low:
             return []
         self._fired.add("weight_norm")
-        return [EarlyWarning(step, "weight_norm", f"the weights' norm grew {grown:.0%} in {WEIGHT_STEPS} steps (to "
+        by = f"{grown:.0%}" if grown < 10 else f"{grown + 1:.3g}-fold"
+        return [EarlyWarning(step, "weight_norm", f"the weights' norm grew {by} in {WEIGHT_STEPS} steps (to "
                              f"{weights:.3g} at step {step}) while the loss rose {math.log10(loss / low):.1f} decades "
                              f"(from {low:.3g} at step {low_step} to {loss:.3g}): the optimizer's steps are blowing "
                              "the weights up (a loss spike the run recovers from shrinks them instead)")]

@@ -18,6 +18,7 @@ from torch import nn
 
 from nanprobe.cli.main import main
 from nanprobe.diagnosis.dynamics import BLOWUP_STEPS, analyze, batch_spike, blowup
+from nanprobe.errors import GrowthError
 from nanprobe.monitoring import monitor
 from nanprobe.postmortem.bundle import load_bundle
 from tests.monitoring.loops import train_under_monitor
@@ -92,20 +93,29 @@ def test_a_blowup_reads_the_history_as_json_holds_it() -> None:
     assert found is not None and found.onset == 0 and found.blown == (0, 1.0)
 
 
-def _corrupt_row_run(tmp_path: Path, scale: float, *, targets: bool = False) -> tuple[object, list[float]]:
-    """Minibatches of 32; row 5 of step 30's batch is ``scale`` times too large (an outlier in the data): in the
-    inputs, or in the targets (which the model never sees: the loss is computed outside it)."""
+def _mlp() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
-    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
+
+
+def _corrupt_row_run(tmp_path: Path, scale: float, *, targets: bool = False, adam: bool = False,
+                     steps: int = 60, net: nn.Module | None = None, clip: float | None = None,
+                     **monitor_kwargs: object) -> tuple[object, list[float]]:
+    """Minibatches of 32; row 5 of step 30's batch is ``scale`` times too large (an outlier in the data): in the
+    inputs, or in the targets (which the model never sees: the loss is computed outside it). SGD at lr 0.05, or
+    Adam at lr 1e-3. ``net``: the model to train (a fresh :func:`_mlp` by default); ``clip``: the gradients' norm
+    is clipped to it before each step."""
+    net = net if net is not None else _mlp()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3) if adam else torch.optim.SGD(net.parameters(), lr=0.05)
     g = torch.Generator().manual_seed(0)
     xs, ys = torch.randn(60 * 32, 8, generator=g), torch.randn(60 * 32, 1, generator=g)
     (ys if targets else xs)[30 * 32 + 5] *= scale
     losses: list[float] = []
+    monitor_kwargs.setdefault("on_nonfinite", "dump")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with monitor(net, out_dir=tmp_path, on_nonfinite="dump", optimizer=opt) as mon:
-            for step in range(60):
+        with monitor(net, out_dir=tmp_path, optimizer=opt, **monitor_kwargs) as mon:  # type: ignore[arg-type]
+            for step in range(steps):
                 x, y = xs[step * 32:(step + 1) * 32], ys[step * 32:(step + 1) * 32]
                 loss = ((net(x) - y) ** 2).mean()
                 mon.check_loss(loss)
@@ -115,6 +125,8 @@ def _corrupt_row_run(tmp_path: Path, scale: float, *, targets: bool = False) -> 
                 opt.zero_grad()
                 loss.backward()
                 mon.after_backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(net.parameters(), clip)
                 opt.step()
                 mon.step()
     return mon, losses
@@ -187,3 +199,41 @@ def test_a_batch_whose_own_loss_overflows_is_that_batch_not_a_divergence(tmp_pat
     assert verdict.root.evidence.startswith("the batch of step 30 raised the outputs' |max| from")
     assert "row 5 of its input batch.args[0]" in verdict.root.evidence
     assert verdict.fix.startswith("drop or fix row 5 of that step's batch") and "learning rate" not in verdict.fix
+
+
+def test_the_corrupt_batchs_gradient_is_warned_before_its_step_and_raise_stops_there(tmp_path: Path) -> None:
+    """x 1e3: step 30's gradient norm jumps 3.3 decades. The warning comes at mon.after_backward() of step 30,
+    before opt.step(): with on_warning="raise" the weights are those after step 29, as in a run that stopped
+    there; with "warn" the warning names the row and comes 1 to 3 steps before the first Inf."""
+    mon, losses = _corrupt_row_run(tmp_path / "warn", 1e3)
+    spikes = [w for w in mon.warnings if w.signal == "grad_spike"]
+    assert len(spikes) == 1 and spikes[0].step == 30 and len(losses) - 1 > 30, (mon.warnings, len(losses))
+    assert "row 5 of its input batch.args[0]" in spikes[0].message
+    stopped = _mlp()
+    with pytest.raises(GrowthError, match="early warning at step 30: the batch of step 30 raised the gradient norm"):
+        _corrupt_row_run(tmp_path / "raise", 1e3, net=stopped, on_warning="raise")
+    reference = _mlp()  # the same run, stopped after step 29's step, without nanprobe
+    opt = torch.optim.SGD(reference.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(60 * 32, 8, generator=g), torch.randn(60 * 32, 1, generator=g)
+    for step in range(30):
+        opt.zero_grad()
+        ((reference(xs[step * 32:(step + 1) * 32]) - ys[step * 32:(step + 1) * 32]) ** 2).mean().backward()
+        opt.step()
+    for (name, a), b in zip(stopped.named_parameters(), reference.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_adams_step_does_not_follow_a_gradient_jump_so_it_is_not_warned(tmp_path: Path) -> None:
+    mon, losses = _corrupt_row_run(tmp_path, 1e3, adam=True, steps=40)
+    assert [w for w in mon.warnings if w.signal == "grad_spike"] == []
+    assert all(math.isfinite(v) for v in losses)  # Adam's step is about lr whatever the gradient's size
+
+
+def test_a_gradient_jump_is_not_warned_while_the_run_clips_its_gradients(tmp_path: Path) -> None:
+    """Clipped at 0.3 (below the ordinary norms, about 0.6), every step is bounded: the same batch moves the
+    weights no further than any other, and the run stays finite."""
+    mon, losses = _corrupt_row_run(tmp_path, 1e3, clip=0.3, steps=40)
+    assert all(math.isfinite(v) for v in losses)
+    assert [w for w in mon.warnings if w.signal == "grad_spike"] == []
+    assert next(r for r in mon.history.tail() if r["step"] == 30)["outlier_row"] == 5  # still found and logged

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from nanprobe.batches import ModelCall
-from nanprobe.monitoring.spikes import OUTLIER, SpikeWatch, outlier_row
+from nanprobe.monitoring.spikes import OUTLIER, Jump, Outlier, SpikeWatch, gradient_spike, outlier_row
 
 
 def _rows(n: int = 16, width: int = 8, seed: int = 0) -> torch.Tensor:
@@ -45,12 +45,25 @@ def test_nothing_stands_out_in_an_ordinary_batch_or_a_batch_of_two() -> None:
     assert outlier_row(ModelCall((torch.zeros(8, 3),), {})) is None
 
 
-def test_the_watch_reports_a_jump_from_an_ordinary_value_once_per_step() -> None:
+def test_the_watch_reports_a_jump_from_an_ordinary_value_once_per_signal_and_step() -> None:
     watch = SpikeWatch()
     seen = [watch.update(s, {"loss": v, "grad_norm": 1.0}) for s, v in enumerate([1.0, 0.9, 1.1, 0.8])]
-    assert seen == [None] * 4
-    assert watch.update(4, {"loss": 2e3, "grad_norm": 1.0}) == "loss"
-    assert watch.update(4, {"loss": 2e3, "grad_norm": 5e3}) is None  # the same step, read again after backward
+    assert seen == [[]] * 4
+    assert watch.update(4, {"loss": 2e3, "grad_norm": 1.0}) == [Jump(4, "loss", 0.8, 2e3)]
+    # the same step read again after backward: the loss is not reported twice, the gradient norm's jump is new
+    assert watch.update(4, {"loss": 2e3, "grad_norm": 5e3}) == [Jump(4, "grad_norm", 1.0, 5e3)]
     rising = SpikeWatch()
-    assert [rising.update(s, {"loss": v}) for s, v in enumerate([1.0, 1.0, 1.0, 40.0, 5e4])] == [None] * 5
-    assert SpikeWatch().update(0, {"loss": 1e9}) is None
+    assert [rising.update(s, {"loss": v}) for s, v in enumerate([1.0, 1.0, 1.0, 40.0, 5e4])] == [[]] * 5
+    assert SpikeWatch().update(0, {"loss": 1e9}) == []
+
+
+def test_a_gradient_jump_after_ordinary_steps_is_warned_with_its_row() -> None:
+    jump = Jump(30, "grad_norm", 0.69, 1.3e3)
+    row = Outlier("batch.args[0]", 5, 2.8e3, 1.76)
+    warning = gradient_spike(jump, row, [0.005, 0.007, 0.007])
+    assert warning is not None and (warning.step, warning.signal) == (30, "grad_spike")
+    assert "from 0.69 to 1.3e+03 at once" in warning.message and "row 5 of its input batch.args[0]" in warning.message
+    assert "1.88e+03 times further" in warning.message
+    assert gradient_spike(jump, None, [0.005, 0.9]) is None  # a large step came first: not this batch's doing
+    assert gradient_spike(jump, None, []) is None  # no optimizer step measured yet
+    assert gradient_spike(Jump(30, "loss", 0.8, 1e4), row, [0.005]) is None  # a loss alone moves no weights
