@@ -1,10 +1,12 @@
-"""One batch that raises the loss or the gradient norm by orders of magnitude at once: which row of it stands out.
+"""One batch that raises the loss, the gradient norm or the outputs' |max| by orders of magnitude at once.
 
 A run that fails a few steps after such a batch was blown up by it (its gradient step), not by its learning
 rate; :func:`nanprobe.diagnosis.dynamics.batch_spike` reads that from the history afterwards. The batch itself is
-gone by then, so the monitor looks at it while it is still there: at the step whose value jumped, it finds the
-input row whose |max| is furthest above the other rows' (one pass over the batch, only at such a step) and logs
-it into that step's history record (:data:`FIELDS`), where the verdict finds it.
+gone by then, so the monitor looks at it while it is still there: at the step whose value jumped
+(:class:`SpikeWatch`), it finds the input row whose |max| is furthest above the other rows'
+(:func:`outlier_row`: one pass over the batch, only at such a step) and logs it into that step's history record
+(:data:`FIELDS`), where the verdict finds it. When the gradient norm jumped and the optimizer's step follows the
+gradient, :func:`gradient_spike` warns before that step is applied.
 """
 
 from __future__ import annotations
