@@ -41,8 +41,9 @@ the weights by about a thousandth): the step, not the batch, blew the values up.
 rise must span two steps or more."""
 SPIKING = ("loss", "grad_norm", "output_absmax")
 """The values of one step's batch: a batch with outliers raises them at once."""
-SPIKE_ORDINARY = 0.5
-"""A loss this many decades or less above the median of the steps before it is ordinary (not already rising)."""
+SPIKE_ORDINARY, SPIKE_RECENT = 0.5, 15
+"""A value this many decades or less above the median of the ``SPIKE_RECENT`` steps before it is ordinary (not
+already rising)."""
 TYPO_LR = 10.0
 """A learning rate this large that blew a run up may be a lost minus sign (``3e3`` for ``3e-3``): the fix says so."""
 
@@ -197,7 +198,8 @@ def analyze(history: Sequence[Mapping[str, Any]], layer_history: Sequence[Mappin
                            spike=spike)
         return _completed(found, history, layer_history, param_history, spike.step - 1)
     if not growths:
-        return blowup(history)
+        blown = blowup(history)
+        return _completed(blown, history, layer_history, param_history, blown.onset) if blown is not None else None
     # the loss dates it best (training lowers it, so its floor is where the run turned); else the first fit
     loss = next((g for g in growths if g.signal == "loss"), None)
     dated = [g.onset for g in growths if g.signal in ONSET_SIGNALS] or [g.onset for g in growths]
@@ -241,9 +243,10 @@ def _completed(found: Divergence, history: Sequence[Mapping[str, Any]], layer_hi
 
 
 def batch_spike(history: Sequence[Mapping[str, Any]]) -> Spike | None:
-    """One batch that blew the run up: within the last :data:`BLOWUP_STEPS` finite steps, the loss or the gradient
-    norm rose by :data:`BLOWUP_DECADES` or more in one step from an ordinary value (at most
-    :data:`SPIKE_ORDINARY` decades above the median of the steps before) and stayed up, while the update ratios
+    """One batch that blew the run up: within the last :data:`BLOWUP_STEPS` finite steps, a :data:`SPIKING` value
+    (the loss, the gradient norm, the outputs' |max|) rose by :data:`BLOWUP_DECADES` or more in one step from an
+    ordinary value (at most :data:`SPIKE_ORDINARY` decades above the median of the :data:`SPIKE_RECENT` steps
+    before) and stayed up, while the update ratios
     of the steps before it were below :data:`BLOWUP_RATIO`: the weights had not been blown up, so the batch made
     it. Needs the update ratio of the step just before (an optimizer the monitor knows)."""
     ratios = dict(series(history, "update_ratio"))
@@ -252,7 +255,7 @@ def batch_spike(history: Sequence[Mapping[str, Any]]) -> Spike | None:
         points = series(history, key)
         for i in range(max(1, len(points) - BLOWUP_STEPS), len(points)):
             (was, before), (step, after) = points[i - 1], points[i]
-            ordinary = _median([v for _, v in points[max(0, i - 15):i]])
+            ordinary = _median([v for _, v in points[max(0, i - SPIKE_RECENT):i]])
             if (was != step - 1 or after < 10 ** BLOWUP_DECADES * before or before > 10 ** SPIKE_ORDINARY * ordinary
                     or min(v for _, v in points[i:]) < 10 ** BLOWUP_DECADES * before or was not in ratios):
                 continue
@@ -291,7 +294,7 @@ def blowup(history: Sequence[Mapping[str, Any]]) -> Divergence | None:
     step after step (:data:`BLOWUP_RISE` decades each) by :data:`BLOWUP_DECADES` or more up to the last finite
     step, after an optimizer step whose update ratio was at least :data:`BLOWUP_RATIO` (or over two steps or more
     when no ratio was recorded). A batch that makes one huge loss does so before any step moved the weights: its
-    rise has no such step."""
+    rise has no such step. :func:`analyze` adds what the rest of the history says (learning rate, clipping)."""
     ratios = series(history, "update_ratio")
     growths: list[Growth] = []
     causes: list[tuple[int, float]] = []
@@ -314,15 +317,10 @@ def blowup(history: Sequence[Mapping[str, Any]]) -> Divergence | None:
         return None
     growths.sort(key=lambda g: -g.decades)
     found = Divergence(growths=growths, onset=min(g.onset for g in growths))
-    found.lr = _value_at(history, "lr", found.growths[0].last)
     if causes:
         step, ratio = found.blown = min(causes)
         found.notes.append(f"the optimizer step of step {step} changed the weights by {ratio:.0%} of their norm "
                            "(update ratio; a healthy step's is typically about 0.1%): the learning rate blew them up")
-    healthy = [v for s, v in series(history, "grad_norm") if s <= found.onset]
-    found.clip_at = healthy[-1] if healthy else None
-    clipped = [(s, v) for s, v in series(history, "clip_ratio") if v < CLIPPED]
-    found.clipped = clipped[-1] if clipped else None
     return found
 
 

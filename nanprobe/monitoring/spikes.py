@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from nanprobe.batches import ModelCall, batch_layout
-from nanprobe.diagnosis.dynamics import BLOWUP_DECADES, BLOWUP_RATIO, SPIKE_ORDINARY, SPIKING
+from nanprobe.diagnosis.dynamics import BLOWUP_DECADES, BLOWUP_RATIO, SPIKE_ORDINARY, SPIKE_RECENT, SPIKING
 from nanprobe.monitoring.warning import EarlyWarning
 from nanprobe.sentinel import tensor_leaves
 
@@ -29,7 +29,6 @@ OUTLIER = 100.0
 """A row whose |max| is at least this many times the median row's stands out."""
 FIELDS = ("outlier_input", "outlier_row", "outlier_absmax", "outlier_median")
 """The history keys of an outlier row: which input, which row, its |max| and the rows' median |max|."""
-_RECENT = 15
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class SpikeWatch:
     outputs' |max| jumped by :data:`BLOWUP_DECADES` at once from an ordinary value (the verdict's own test)."""
 
     def __init__(self) -> None:
-        self._points: dict[str, deque[tuple[int, float]]] = {key: deque(maxlen=_RECENT + 1) for key in SPIKING}
+        self._points: dict[str, deque[tuple[int, float]]] = {key: deque(maxlen=SPIKE_RECENT + 1) for key in SPIKING}
         self._reported: set[str] = set()  # the signals reported at step _at
         self._at: int | None = None
 
