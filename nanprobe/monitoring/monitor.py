@@ -125,7 +125,7 @@ class Monitor:
         self._compiled = False
         self._autocast: tuple[tuple[str, torch.dtype], ...] = ()  # the last call's autocast regions
         self._hazard: str | None = None  # what the attached optimizer's step will do (warned once)
-        self._queued_warnings: list[EarlyWarning] = []  # found inside a model call, given at the next check
+        self._queued_warnings: list[EarlyWarning] = []  # found by a layer snapshot, given with the step's others
         self._searched: tuple[int, Outlier | None] | None = None  # the step whose batch was searched for an outlier
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -499,7 +499,7 @@ class Monitor:
         if snapshot is not None:
             rows, peak = snapshot
             self.layer_history.append({"step": record.step, "layers": rows})
-            if peak is not None:  # given at the next check, outside the model call
+            if peak is not None:  # given by _early, with the step's other warnings and under the same policy
                 self._queued_warnings += self.watch.layer_headroom(record.step, peak)
 
 

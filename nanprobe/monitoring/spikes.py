@@ -110,15 +110,16 @@ class SpikeWatch:
 def gradient_spike(jump: Jump, outlier: Outlier | None, ratios: list[float]) -> EarlyWarning | None:
     """The early warning for a batch whose gradient norm jumped by orders of magnitude after ordinary steps
     (update ratios below :data:`BLOWUP_RATIO`), under an optimizer whose step follows the gradient: unless the
-    gradients are clipped, this step moves the weights that many times further than the last."""
+    gradients are clipped, this step moves the weights up to that many times further than the last (as many with
+    plain SGD, fewer with momentum, which averages the jump in)."""
     if jump.signal != "grad_norm" or not ratios or max(ratios) >= BLOWUP_RATIO:
         return None
     row = (f"; row {outlier.row} of its input {outlier.path} has |max| {outlier.absmax:.3g}, the median row's "
            f"{outlier.median:.3g}") if outlier is not None else ""
     return EarlyWarning(jump.step, "grad_spike", f"the batch of step {jump.step} raised the gradient norm from "
                         f"{jump.before:.3g} to {jump.after:.3g} at once, after ordinary steps{row}: unless the "
-                        f"gradients are clipped, this step moves the weights {jump.after / jump.before:.3g} times "
-                        "further than the last (on_warning='raise' stops before it)")
+                        f"gradients are clipped, this step moves the weights up to {jump.after / jump.before:.3g} "
+                        "times further than the last (on_warning='raise' stops before it)")
 
 
 def _jumped(points: deque[tuple[int, float]]) -> bool:
