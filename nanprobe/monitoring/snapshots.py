@@ -63,7 +63,7 @@ def layer_snapshot(model: nn.Module, record: StepCall, paused: Callable[[], Abst
     try:
         with paused():
             execute(target, record.call.simplest(), mode=record.mode, rng=record.rng, instrument=lambda: probe)
+        result = probe.result()
+        return result.layer_rows(), layer_peak(result)
     except Exception:
         return None
-    result = probe.result()
-    return result.layer_rows(), layer_peak(result)

@@ -243,3 +243,17 @@ def test_a_layer_near_float16s_max_in_a_full_depth_snapshot_is_warned(tmp_path: 
     if warned:
         assert layer[0].step == 0 and layer[0].message.startswith("layer 2 reaches |max| 2.0"), layer[0].message
         assert "31% of float16's max 6.55e+04" in layer[0].message
+
+
+def test_a_failure_reading_the_layer_snapshot_is_nanprobes_not_the_runs(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(result: object) -> None:
+        raise RuntimeError("layer peak broke")
+
+    monkeypatch.setattr("nanprobe.monitoring.snapshots.layer_peak", broken)
+    model = _wide_hidden(3000.0)
+    x, y = torch.randn(16, 8, generator=torch.Generator().manual_seed(2)) * 10, torch.randn(16, 1)
+    mon, losses = train_under_monitor(tmp_path, model, torch.optim.SGD(model.parameters(), lr=1e-3), x, y, 12,
+                                      autocast=True, quiet=True, depth="full", every=5)
+    assert len(losses) == 12 and all(math.isfinite(v) for v in losses)  # the run went on
+    assert [w for w in mon.warnings if w.signal == "layer_absmax"] == [] and len(mon.layer_history) == 0
