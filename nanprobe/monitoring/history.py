@@ -10,7 +10,10 @@ import torch
 
 from nanprobe.report import to_plain
 
-__all__ = ["History", "scalar"]
+__all__ = ["LABEL", "History", "scalar"]
+
+LABEL = 200
+"""Text values (labels, such as which input held an outlier row) are kept up to this many characters."""
 
 
 def scalar(value: Any) -> float | None:
@@ -46,7 +49,7 @@ class History:
     def log(self, step: int, values: Mapping[str, Any]) -> None:
         clean: dict[str, Any] = {}
         for key, value in values.items():
-            number = value if isinstance(value, str) else scalar(value)
+            number = value[:LABEL] if isinstance(value, str) else scalar(value)
             if number is not None:
                 clean[key] = number
         if not clean:

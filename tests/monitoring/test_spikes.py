@@ -67,3 +67,12 @@ def test_a_gradient_jump_after_ordinary_steps_is_warned_with_its_row() -> None:
     assert gradient_spike(jump, None, [0.005, 0.9]) is None  # a large step came first: not this batch's doing
     assert gradient_spike(jump, None, []) is None  # no optimizer step measured yet
     assert gradient_spike(Jump(30, "loss", 0.8, 1e4), row, [0.005]) is None  # a loss alone moves no weights
+
+
+def test_the_history_keeps_numbers_and_short_labels_and_drops_the_rest() -> None:
+    from nanprobe.monitoring.history import LABEL, History
+
+    history = History(4)
+    history.log(0, {"loss": 1.5, "outlier_input": "batch.args[0]", "note": "x" * (LABEL + 50), "other": object()})
+    (row,) = history.tail()
+    assert row == {"step": 0, "loss": 1.5, "outlier_input": "batch.args[0]", "note": "x" * LABEL}
