@@ -13,6 +13,9 @@ Four signals, each from values the monitor already read (no extra device sync):
   float16 without a GradScaler, above ``fraction`` of the dtype's largest value;
 * a GradScaler's loss scale that keeps falling (it halves at every overflow it skips).
 
+(One batch that raises the gradient norm by orders of magnitude at once is warned by the monitor's spike watch,
+:func:`nanprobe.monitoring.spikes.gradient_spike`, which also looks at the batch.)
+
 The thresholds were chosen on ``benchmarks/divergence.py``'s fixed sweep and ``benchmarks/divergence_heldout.py``
 with seeds 0 to 2, and are measured on a seed not used for that. Each signal warns once.
 
