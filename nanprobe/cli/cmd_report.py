@@ -13,6 +13,7 @@ from rich.text import Text
 
 from nanprobe.cli.context import CLIContext
 from nanprobe.errors import InputError
+from nanprobe.report.history import outlier_lines, table_keys
 
 HELP = """\
 Show a post-mortem bundle written by nanprobe's monitor.
@@ -62,7 +63,7 @@ def header(report: dict[str, Any], path: Path) -> RenderableType:
 def history_table(history: list[dict[str, Any]], last: int = 10) -> RenderableType | None:
     if not history:
         return None
-    keys = sorted({k for r in history for k in r if k != "step"})
+    keys = table_keys(history)
     title = Text(f"history (last {min(last, len(history))} of {len(history)} steps kept)", style="bold")
     table = Table()
     table.add_column("step", justify="right")
@@ -70,7 +71,7 @@ def history_table(history: list[dict[str, Any]], last: int = 10) -> RenderableTy
         table.add_column(Text(key), justify="right", overflow="fold")
     for row in history[-last:]:
         table.add_row(Text(str(row.get("step"))), *(Text(_fmt(row.get(k))) for k in keys))
-    return Group(title, table)
+    return Group(title, table, *(Text(line) for line in outlier_lines(history)))
 
 
 def _fmt(value: Any) -> str:

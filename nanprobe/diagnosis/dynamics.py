@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nanprobe.diagnosis.growth import OFFLINE, Growth, Thresholds, fit_growth, series
+from nanprobe.report.history import describe_outlier, outlier_of
 
 __all__ = ["OFFLINE", "SIGNALS", "BrokenStep", "Divergence", "Growth", "Spike", "Thresholds", "analyze",
            "batch_overflow", "batch_spike", "blowup", "broken_by_step", "fit_growth", "series"]
@@ -102,11 +103,7 @@ class Spike:
         return f"drop or fix row {row} of that step's batch ({path} is far outside the other rows' range)"
 
     def row(self) -> str | None:
-        if self.outlier is None:
-            return None
-        path, row, absmax, median = self.outlier
-        return (f"row {row} of its input {path} has |max| {absmax:.3g}, {absmax / median:.3g} times the median "
-                f"row's {median:.3g}")
+        return describe_outlier(*self.outlier) if self.outlier is not None else None
 
     @property
     def decades(self) -> float:
@@ -278,15 +275,8 @@ def _last_step(history: Sequence[Mapping[str, Any]]) -> int:
 
 
 def _outlier(history: Sequence[Mapping[str, Any]], step: int) -> tuple[str, int, float, float] | None:
-    """The outlier row the monitor logged at ``step`` (``outlier_input``, ``outlier_row``, ``outlier_absmax``,
-    ``outlier_median``; see :mod:`nanprobe.monitoring.spikes`)."""
-    row = next((r for r in history if r.get("step") == step), {})
-    path, index, absmax, median = (row.get(k) for k in ("outlier_input", "outlier_row", "outlier_absmax",
-                                                        "outlier_median"))
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (index, absmax, median))
-    if not isinstance(path, str) or not numbers or not float(median) > 0:  # type: ignore[arg-type]
-        return None
-    return path, int(index), float(absmax), float(median)  # type: ignore[arg-type]
+    """The outlier row the monitor logged at ``step`` (see :mod:`nanprobe.monitoring.spikes`)."""
+    return outlier_of(next((r for r in history if r.get("step") == step), {}))
 
 
 def blowup(history: Sequence[Mapping[str, Any]]) -> Divergence | None:

@@ -21,13 +21,14 @@ import torch
 from nanprobe.batches import ModelCall, batch_layout
 from nanprobe.diagnosis.dynamics import BLOWUP_DECADES, BLOWUP_RATIO, SPIKE_ORDINARY, SPIKE_RECENT, SPIKING
 from nanprobe.monitoring.warning import EarlyWarning
+from nanprobe.report.history import OUTLIER_FIELDS, describe_outlier
 from nanprobe.sentinel import tensor_leaves
 
 __all__ = ["FIELDS", "OUTLIER", "Jump", "Outlier", "SpikeWatch", "gradient_spike", "outlier_row"]
 
 OUTLIER = 100.0
 """A row whose |max| is at least this many times the median row's stands out."""
-FIELDS = ("outlier_input", "outlier_row", "outlier_absmax", "outlier_median")
+FIELDS = OUTLIER_FIELDS
 """The history keys of an outlier row: which input, which row, its |max| and the rows' median |max|."""
 
 
@@ -114,8 +115,7 @@ def gradient_spike(jump: Jump, outlier: Outlier | None, ratios: list[float]) -> 
     plain SGD, fewer with momentum, which averages the jump in)."""
     if jump.signal != "grad_norm" or not ratios or max(ratios) >= BLOWUP_RATIO:
         return None
-    row = (f"; row {outlier.row} of its input {outlier.path} has |max| {outlier.absmax:.3g}, the median row's "
-           f"{outlier.median:.3g}") if outlier is not None else ""
+    row = f"; {describe_outlier(outlier.path, outlier.row, outlier.absmax, outlier.median)}" if outlier else ""
     return EarlyWarning(jump.step, "grad_spike", f"the batch of step {jump.step} raised the gradient norm from "
                         f"{jump.before:.3g} to {jump.after:.3g} at once, after ordinary steps{row}: unless the "
                         f"gradients are clipped, this step moves the weights up to {jump.after / jump.before:.3g} "

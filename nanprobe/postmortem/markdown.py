@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nanprobe.report import display_name
+from nanprobe.report.history import outlier_lines, table_keys
 
 __all__ = ["render_markdown", "summary_line"]
 
@@ -91,8 +92,9 @@ def render_markdown(report: Mapping[str, Any], layers: Sequence[Mapping[str, Any
     history = report.get("history") or []
     if history:
         lines += ["## History (last steps)", ""]
-        keys = sorted({k for r in history for k in r if k != "step"})
+        keys = table_keys(history)
         lines += _table(["step", *keys], [(r.get("step"), *(r.get(k) for k in keys)) for r in history[-15:]])
+        lines += ["", *[f"- {line}" for line in outlier_lines(history)]] if outlier_lines(history) else []
         lines.append("")
     lines += ["## Reproduce", "", "```", "nanprobe replay <this bundle directory>", "```", ""]
     return "\n".join(lines)

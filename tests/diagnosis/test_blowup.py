@@ -153,6 +153,10 @@ def test_one_batch_with_an_outlier_is_dated_at_its_step_and_the_fix_is_the_batch
     row = next(r for r in load_bundle(mon.bundles[0]).report.history if r["step"] == 30)
     assert (row["outlier_input"], row["outlier_row"]) == ("batch.args[0]", 5)
     assert row["outlier_absmax"] > scale and row["outlier_absmax"] > 100 * row["outlier_median"]
+    # the bundle's Markdown shows it as one line under the history table, not as four mostly empty columns
+    markdown = (mon.bundles[0] / "report.md").read_text()
+    assert "- step 30's batch: row 5 of its input batch.args[0] has |max|" in markdown
+    assert "outlier_row" not in markdown
 
 
 def test_an_outlier_in_the_targets_the_model_never_saw_is_dated_but_not_located(tmp_path: Path) -> None:
