@@ -1,8 +1,9 @@
 """The report: the typed records every nanprobe report is made of, and the one strict-JSON writer.
 
 Lives here: the report types (:mod:`~nanprobe.report.types`), their plain-data base
-(:mod:`~nanprobe.report.record`), strict JSON (:mod:`~nanprobe.report.jsonio`) and the JSON Schema generated
-from the types (:mod:`~nanprobe.report.schema`, shipped as ``nanprobe/schema/report.schema.json``).
+(:mod:`~nanprobe.report.record`), strict JSON (:mod:`~nanprobe.report.jsonio`), the JSON Schema generated
+from the types (:mod:`~nanprobe.report.schema`, shipped as ``nanprobe/schema/report.schema.json``) and the keys
+a history row may carry beyond plain numbers (:mod:`~nanprobe.report.history`: an outlier row's record).
 May import: only the standard library and ``nanprobe._version``. Everything that fills or reads a report
 imports this package; it imports none of them.
 """
