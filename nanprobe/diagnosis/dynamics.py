@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nanprobe.diagnosis.growth import OFFLINE, Growth, Thresholds, fit_growth, series
-from nanprobe.report.history import describe_outlier, outlier_of
+from nanprobe.report.history import Outlier
 
 __all__ = ["OFFLINE", "SIGNALS", "BrokenStep", "Divergence", "Growth", "Spike", "Thresholds", "analyze",
            "batch_overflow", "batch_spike", "blowup", "broken_by_step", "fit_growth", "series"]
@@ -92,18 +92,18 @@ class Spike:
     after: float
     ratio: float
     signal: str = "loss"
-    outlier: tuple[str, int, float, float] | None = None
-    """The batch's row that stood out, as the monitor logged it: (input, row, its |max|, the rows' median |max|)."""
+    outlier: Outlier | None = None
+    """The batch's row that stood out, as the monitor logged it."""
 
     def batch_fix(self) -> str:
         if self.outlier is None:
             return "look in that step's batch for values far outside the others' range (inputs or targets), and " \
                    "drop or fix them"
-        path, row = self.outlier[:2]
-        return f"drop or fix row {row} of that step's batch ({path} is far outside the other rows' range)"
+        return (f"drop or fix row {self.outlier.row} of that step's batch ({self.outlier.path} is far outside the "
+                "other rows' range)")
 
     def row(self) -> str | None:
-        return describe_outlier(*self.outlier) if self.outlier is not None else None
+        return self.outlier.describe() if self.outlier is not None else None
 
     @property
     def decades(self) -> float:
@@ -274,9 +274,9 @@ def _last_step(history: Sequence[Mapping[str, Any]]) -> int:
     return max((int(row.get("step", 0)) for row in history), default=0)
 
 
-def _outlier(history: Sequence[Mapping[str, Any]], step: int) -> tuple[str, int, float, float] | None:
+def _outlier(history: Sequence[Mapping[str, Any]], step: int) -> Outlier | None:
     """The outlier row the monitor logged at ``step`` (see :mod:`nanprobe.monitoring.spikes`)."""
-    return outlier_of(next((r for r in history if r.get("step") == step), {}))
+    return Outlier.of(next((r for r in history if r.get("step") == step), {}))
 
 
 def blowup(history: Sequence[Mapping[str, Any]]) -> Divergence | None:

@@ -38,10 +38,11 @@ from nanprobe.monitoring.history import History, scalar
 from nanprobe.monitoring.methods import patch_method
 from nanprobe.monitoring.signals import READ_LATE, Signals
 from nanprobe.monitoring.snapshots import layer_snapshot
-from nanprobe.monitoring.spikes import Outlier, SpikeWatch, gradient_spike, outlier_row
+from nanprobe.monitoring.spikes import SpikeWatch, gradient_spike, outlier_row
 from nanprobe.monitoring.step import Depth, Detected, Policy, StepCall
 from nanprobe.monitoring.warning import EarlyWarning, GrowthWatch, narrow
 from nanprobe.postmortem.assemble import ModelSource
+from nanprobe.report.history import Outlier
 from nanprobe.rng import RNGState
 from nanprobe.sentinel import CLEAN, FiniteCheck, check_finite, check_gradients, check_parameters
 from nanprobe.watch import CallEvent, Watcher, eager

@@ -4,9 +4,9 @@ A run that fails a few steps after such a batch was blown up by it (its gradient
 rate; :func:`nanprobe.diagnosis.dynamics.batch_spike` reads that from the history afterwards. The batch itself is
 gone by then, so the monitor looks at it while it is still there: at the step whose value jumped
 (:class:`SpikeWatch`), it finds the input row whose |max| is furthest above the other rows'
-(:func:`outlier_row`: one pass over the batch, only at such a step) and logs it into that step's history record
-(:data:`FIELDS`), where the verdict finds it. When the gradient norm jumped and the optimizer's step follows the
-gradient, :func:`gradient_spike` warns before that step is applied.
+(:func:`outlier_row`: one pass over the batch, only at such a step) and logs it into that step's history
+record (:class:`nanprobe.report.history.Outlier`), where the verdict finds it. When the gradient norm jumped and
+the optimizer's step follows the gradient, :func:`gradient_spike` warns before that step is applied.
 """
 
 from __future__ import annotations
@@ -14,35 +14,19 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from nanprobe.batches import ModelCall, batch_layout
 from nanprobe.diagnosis.dynamics import BLOWUP_DECADES, BLOWUP_RATIO, SPIKE_ORDINARY, SPIKE_RECENT, SPIKING
 from nanprobe.monitoring.warning import EarlyWarning
-from nanprobe.report.history import OUTLIER_FIELDS, describe_outlier
+from nanprobe.report.history import Outlier
 from nanprobe.sentinel import tensor_leaves
 
-__all__ = ["FIELDS", "OUTLIER", "Jump", "Outlier", "SpikeWatch", "gradient_spike", "outlier_row"]
+__all__ = ["OUTLIER", "Jump", "SpikeWatch", "gradient_spike", "outlier_row"]
 
 OUTLIER = 100.0
 """A row whose |max| is at least this many times the median row's stands out."""
-FIELDS = OUTLIER_FIELDS
-"""The history keys of an outlier row: which input, which row, its |max| and the rows' median |max|."""
-
-
-@dataclass(frozen=True)
-class Outlier:
-    """Row ``row`` of input ``path`` has |max| ``absmax``; the batch's rows have a median |max| of ``median``."""
-
-    path: str
-    row: int
-    absmax: float
-    median: float
-
-    def record(self) -> dict[str, Any]:
-        return dict(zip(FIELDS, (self.path, self.row, self.absmax, self.median)))
 
 
 def outlier_row(call: ModelCall) -> Outlier | None:
@@ -115,7 +99,7 @@ def gradient_spike(jump: Jump, outlier: Outlier | None, ratios: list[float]) -> 
     plain SGD, fewer with momentum, which averages the jump in)."""
     if jump.signal != "grad_norm" or not ratios or max(ratios) >= BLOWUP_RATIO:
         return None
-    row = f"; {describe_outlier(outlier.path, outlier.row, outlier.absmax, outlier.median)}" if outlier else ""
+    row = f"; {outlier.describe()}" if outlier is not None else ""
     return EarlyWarning(jump.step, "grad_spike", f"the batch of step {jump.step} raised the gradient norm from "
                         f"{jump.before:.3g} to {jump.after:.3g} at once, after ordinary steps{row}: unless the "
                         f"gradients are clipped, this step moves the weights up to {jump.after / jump.before:.3g} "

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from nanprobe.batches import ModelCall
-from nanprobe.monitoring.spikes import OUTLIER, Jump, Outlier, SpikeWatch, gradient_spike, outlier_row
+from nanprobe.monitoring.spikes import OUTLIER, Jump, SpikeWatch, gradient_spike, outlier_row
+from nanprobe.report.history import Outlier
 
 
 def _rows(n: int = 16, width: int = 8, seed: int = 0) -> torch.Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from nanprobe.cli.cmd_report import history_table
-from nanprobe.report.history import OUTLIER_FIELDS, outlier_lines, outlier_of, table_keys
+from nanprobe.report.history import OUTLIER_FIELDS, Outlier, outlier_lines, table_keys
 
 ROWS = [{"step": 29, "loss": 0.8, "grad_norm": 0.69},
         {"step": 30, "loss": 9.2, "grad_norm": 1331.0, "outlier_input": "batch.args[0]", "outlier_row": 5.0,
@@ -15,11 +15,13 @@ ROWS = [{"step": 29, "loss": 0.8, "grad_norm": 0.69},
 
 
 def test_an_outlier_record_is_read_back_only_when_complete() -> None:
-    assert outlier_of(ROWS[1]) == ("batch.args[0]", 5, 2803.0, 1.76)
-    assert outlier_of(ROWS[0]) is None
+    found = Outlier.of(ROWS[1])
+    assert found == Outlier("batch.args[0]", 5, 2803.0, 1.76)
+    assert found.record() == {k: ROWS[1][k] for k in OUTLIER_FIELDS}
+    assert Outlier.of(ROWS[0]) is None
     partial = {k: v for k, v in ROWS[1].items() if k != "outlier_median"}
-    assert outlier_of(partial) is None
-    assert outlier_of({**ROWS[1], "outlier_row": True}) is None  # a bool is not a row
+    assert Outlier.of(partial) is None
+    assert Outlier.of({**ROWS[1], "outlier_row": True}) is None  # a bool is not a row
 
 
 def test_the_table_keeps_the_signals_and_the_outlier_becomes_one_line() -> None:
