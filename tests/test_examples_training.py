@@ -15,5 +15,5 @@ def test_the_training_blowups_example_holds_its_facts(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     held = [line for line in done.stdout.splitlines() if line.startswith("held: ")]
     assert len(held) == 6 and "FAILED" not in done.stdout
-    assert "history, step 30: row 5 of batch.args[0]" in done.stdout
+    assert "history: step 30's batch: row 5 of its input batch.args[0] has |max|" in done.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt-row", "lr-typo"]  # the clipped run wrote none

@@ -30,6 +30,7 @@ from torch import nn
 
 import nanprobe
 from nanprobe.postmortem.bundle import load_bundle
+from nanprobe.report.history import Outlier, outlier_lines
 
 BATCH, CORRUPT_STEP, CORRUPT_ROW = 32, 30, 5
 
@@ -111,7 +112,7 @@ def facts(typo: Run, corrupt: Run, clipped: Run) -> list[tuple[str, bool]]:
          any(w.signal == "grad_spike" and w.step == CORRUPT_STEP for w in corrupt.warnings)),
         (f"3: clipped, the run stays finite, and its history still names row {CORRUPT_ROW} of step "
          f"{CORRUPT_STEP}'s batch", clipped.failed_at is None and not clipped.bundles
-         and logged.get("outlier_row") == CORRUPT_ROW),
+         and getattr(Outlier.of(logged), "row", None) == CORRUPT_ROW),
     ]
 
 
@@ -125,10 +126,7 @@ def _describe(run: Run) -> str:
     if verdict is not None:
         lines += [f"  verdict: {verdict.cause}, root.step {verdict.root.step if verdict.root else None}",
                   f"  {verdict.summary}", f"  fix: {verdict.fix}"]
-    outliers = [r for r in run.history if "outlier_row" in r]
-    for r in outliers:
-        lines.append(f"  history, step {r['step']}: row {r['outlier_row']:.0f} of {r['outlier_input']} has |max| "
-                     f"{r['outlier_absmax']:.3g} (the median row's: {r['outlier_median']:.3g})")
+    lines += [f"  history: {line}" for line in outlier_lines(run.history)]
     return "\n".join(lines)
 
 

@@ -19,7 +19,6 @@ from torch import nn
 from nanprobe.cli.main import main
 from nanprobe.diagnosis.dynamics import BLOWUP_STEPS, analyze, batch_spike, blowup
 from nanprobe.errors import GrowthError
-from nanprobe.monitoring import monitor
 from nanprobe.postmortem.bundle import load_bundle
 from tests.monitoring.loops import train_under_monitor
 
@@ -110,26 +109,8 @@ def _corrupt_row_run(tmp_path: Path, scale: float, *, targets: bool = False, ada
     g = torch.Generator().manual_seed(0)
     xs, ys = torch.randn(60 * 32, 8, generator=g), torch.randn(60 * 32, 1, generator=g)
     (ys if targets else xs)[30 * 32 + 5] *= scale
-    losses: list[float] = []
-    monitor_kwargs.setdefault("on_nonfinite", "dump")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with monitor(net, out_dir=tmp_path, optimizer=opt, **monitor_kwargs) as mon:  # type: ignore[arg-type]
-            for step in range(steps):
-                x, y = xs[step * 32:(step + 1) * 32], ys[step * 32:(step + 1) * 32]
-                loss = ((net(x) - y) ** 2).mean()
-                mon.check_loss(loss)
-                losses.append(float(loss))
-                if not math.isfinite(losses[-1]):
-                    break
-                opt.zero_grad()
-                loss.backward()
-                mon.after_backward()
-                if clip is not None:
-                    nn.utils.clip_grad_norm_(net.parameters(), clip)
-                opt.step()
-                mon.step()
-    return mon, losses
+    return train_under_monitor(tmp_path, net, opt, xs, ys, steps, quiet=True, clip=clip, batch=32,
+                               **monitor_kwargs)
 
 
 @pytest.mark.parametrize(("scale", "signal"), [(1e8, "the loss"), (1e3, "the gradient norm")])

@@ -17,10 +17,12 @@ from nanprobe.monitoring import monitor
 def train_under_monitor(out_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
                         y: torch.Tensor, steps: int, *, autocast: bool = False,
                         scaler: torch.amp.GradScaler | None = None, quiet: bool = False,
-                        clip: float | None = None, **monitor_kwargs: Any) -> tuple[Any, list[float]]:
+                        clip: float | None = None, batch: int | None = None,
+                        **monitor_kwargs: Any) -> tuple[Any, list[float]]:
     """MSE steps (the forward and loss under CPU autocast float16 when ``autocast``) until ``steps`` or the
     first non-finite loss; ``on_nonfinite="dump"`` unless given. ``quiet``: nanprobe's warnings silenced.
     ``clip``: the gradients' norm is clipped to it after ``after_backward`` (unscaled first with a scaler).
+    ``batch``: step k trains on rows ``k * batch`` to ``(k + 1) * batch`` (else every step on all of them).
     Returns the monitor and the losses."""
     losses: list[float] = []
     monitor_kwargs.setdefault("on_nonfinite", "dump")
@@ -28,9 +30,10 @@ def train_under_monitor(out_dir: Path, model: nn.Module, opt: torch.optim.Optimi
         if quiet:
             warnings.simplefilter("ignore")
         with monitor(model, out_dir=out_dir, optimizer=opt, scaler=scaler, **monitor_kwargs) as mon:
-            for _ in range(steps):
+            for step in range(steps):
+                rows = slice(step * batch, (step + 1) * batch) if batch is not None else slice(None)
                 with torch.autocast("cpu", dtype=torch.float16, enabled=autocast):
-                    loss = ((model(x) - y) ** 2).mean()
+                    loss = ((model(x[rows]) - y[rows]) ** 2).mean()
                 mon.check_loss(loss)
                 losses.append(float(loss))
                 if not math.isfinite(losses[-1]):
